@@ -1,0 +1,4 @@
+from services.scheduler.server import SERVICE
+from shared.server import main
+
+main(SERVICE)

@@ -1,0 +1,63 @@
+"""Prometheus metrics: one registry per service, served over HTTP.
+
+The RPC interceptor records counts and latency by method and status; domain code uses the
+hooks below for cache hits, sync results and backlogs.
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.rpc_total = Counter(
+            "syncsuite_rpc_total", "RPCs handled", ["method", "code"], registry=self.registry
+        )
+        self.rpc_seconds = Histogram(
+            "syncsuite_rpc_seconds", "RPC latency", ["method", "code"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.cache_events = Counter(
+            "syncsuite_cache_events_total", "Cache lookups by tier and result",
+            ["cache", "result"], registry=self.registry,
+        )
+        self.sync_runs = Counter(
+            "syncsuite_sync_runs_total", "Sync jobs by scope and final status",
+            ["scope", "status"], registry=self.registry,
+        )
+        self.sync_records = Counter(
+            "syncsuite_sync_records_total", "Records handled by sync jobs",
+            ["scope", "outcome"], registry=self.registry,
+        )
+        self.sync_seconds = Histogram(
+            "syncsuite_sync_seconds", "Sync job duration", ["scope"], registry=self.registry
+        )
+        self.backlog = Gauge(
+            "syncsuite_backlog", "Items waiting to be synced, by target", ["target"],
+            registry=self.registry,
+        )
+        self._server: WSGIServer | None = None
+
+    def cache_hit(self, cache: str, result: str = "hit") -> None:
+        self.cache_events.labels(cache, result).inc()
+
+    def serve(self, host: str, port: int) -> int:
+        """Serves /metrics in a background thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

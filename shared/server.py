@@ -1,0 +1,271 @@
+"""One way to start a service.
+
+A service declares a :class:`ServiceDefinition` (name, default port, migrations folder and an
+async ``setup`` that registers its servicers and sync scopes on the :class:`Runtime`).
+:func:`start_service` builds everything in order — settings, database pool and migrations,
+Redis, the grpc.aio server with health, reflection, diagnostics, SyncService and the
+interceptor — and returns a :class:`RunningService`; :func:`main` runs one until SIGTERM/SIGINT
+and drains it gracefully. Tests use :func:`running_service` on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+import structlog
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
+
+from shared.auth import Authenticator, current_principal
+from shared.config import ConfigError, load
+from shared.db import create_pool
+from shared.interceptor import ServerInterceptor, access_map
+from shared.logging import configure_logging
+from shared.metrics import Metrics
+from shared.migrations import apply_migrations, discover
+from shared.settings import RuntimeSettings
+from shared.sync import SyncJobStore, SyncRegistry, SyncServicer
+from shared.tasks import BackgroundTasks
+
+__all__ = [
+    "RunningService",
+    "Runtime",
+    "ServiceDefinition",
+    "main",
+    "running_service",
+    "start_service",
+]
+
+log = structlog.get_logger("server")
+SYNC_MIGRATIONS = Path(__file__).parent / "sync" / "migrations"
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    default_port: int
+    setup: Callable[[Runtime], Awaitable[None]]
+    migrations: Path | None = None
+
+
+@dataclass
+class Runtime:
+    """Everything a service's domain code is handed: created once, closed once."""
+
+    service: str
+    settings: RuntimeSettings
+    environ: Mapping[str, str]
+    db: asyncpg.Pool
+    redis: aioredis.Redis
+    metrics: Metrics
+    sync: SyncRegistry
+    health: health.aio.HealthServicer
+    server: grpc.aio.Server
+    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+    _access: dict[str, int] = field(default_factory=dict)
+    _service_names: list[str] = field(default_factory=list)
+    _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def add_servicer(
+        self, descriptor: ServiceDescriptor, add: Callable[[Any, grpc.aio.Server], None],
+        servicer: Any,
+    ) -> None:
+        """Registers a servicer; its access rules come from the proto options."""
+        add(servicer, self.server)
+        self._access.update(access_map([descriptor]))
+        self._service_names.append(descriptor.full_name)
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Runs at shutdown, after in-flight RPCs drained, in reverse order of registration."""
+        self._stop_hooks.append(hook)
+
+    async def set_serving(self, serving: bool, service_name: str = "") -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(service_name, status)
+
+
+class _Diagnostics(diagnostics_pb2_grpc.DiagnosticsServiceServicer):
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def Ping(self, request: diagnostics_pb2.PingRequest, context: Any) -> Any:
+        now = Timestamp()
+        now.GetCurrentTime()
+        return diagnostics_pb2.PingResponse(
+            payload=request.payload, service=self._service, server_time=now
+        )
+
+    async def WhoAmI(self, request: diagnostics_pb2.WhoAmIRequest, context: Any) -> Any:
+        principal = current_principal.get()
+        return diagnostics_pb2.WhoAmIResponse(email=principal.email, subject=principal.subject)
+
+
+@dataclass
+class RunningService:
+    runtime: Runtime
+    port: int
+    metrics_port: int | None
+    grace: float
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        runtime = self.runtime
+        log.info("stopping", service=runtime.service)
+        await runtime.health.enter_graceful_shutdown()
+        await runtime.server.stop(self.grace if grace is None else grace)
+        for hook in reversed(runtime._stop_hooks):
+            try:
+                await hook()
+            except Exception as error:
+                log.error("stop_hook_failed", error=str(error))
+        await runtime.sync.shutdown()
+        await runtime.tasks.stop()
+        await runtime.redis.aclose()
+        await runtime.db.close()
+        runtime.metrics.stop()
+        log.info("stopped", service=runtime.service)
+
+
+async def _connect_database(url: str, schema: str, size: int, wait: float) -> asyncpg.Pool:
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return await create_pool(url, schema, max_size=size)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConfigError(f"PostgreSQL is not reachable ({type(error).__name__})") from None
+            log.warning("database_not_ready", error=type(error).__name__)
+            await asyncio.sleep(1.0)
+
+
+async def start_service(
+    definition: ServiceDefinition,
+    environ: Mapping[str, str] | None = None,
+    *,
+    port: int | None = None,
+    database_wait_seconds: float = 30.0,
+) -> RunningService:
+    environ = dict(os.environ if environ is None else environ)
+    settings = load(RuntimeSettings, environ)
+    metrics = Metrics(definition.name)
+    pool = await _connect_database(
+        settings.database_url.reveal(), definition.name, settings.db_pool_size,
+        database_wait_seconds,
+    )
+    try:
+        migrations = discover("sync", SYNC_MIGRATIONS)
+        if definition.migrations is not None:
+            migrations += discover(definition.name, definition.migrations)
+        async with pool.acquire() as connection:
+            await apply_migrations(connection, definition.name, migrations)
+    except BaseException:
+        await pool.close()
+        raise
+    redis = aioredis.Redis.from_url(
+        settings.redis_url.reveal(), decode_responses=True, socket_connect_timeout=2,
+        socket_timeout=5, health_check_interval=15,
+    )
+    access: dict[str, int] = {}
+    interceptor = ServerInterceptor(
+        Authenticator(settings.admin_token, settings.jwt_secret, settings.jwt_audience),
+        access, metrics, quiet_methods=frozenset({f"/{HEALTH_NAME}/Check"}),
+    )
+    server = grpc.aio.server(
+        interceptors=[interceptor],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 << 20)],
+    )
+    health_servicer = health.aio.HealthServicer()
+    store = SyncJobStore(pool, replica=f"{socket.gethostname()}:{os.getpid()}")
+    runtime = Runtime(
+        service=definition.name, settings=settings, environ=environ, db=pool, redis=redis,
+        metrics=metrics, sync=SyncRegistry(definition.name, store, metrics),
+        health=health_servicer, server=server, _access=access,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    runtime.add_servicer(
+        diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"],
+        diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server,
+        _Diagnostics(definition.name),
+    )
+    runtime.add_servicer(
+        sync_pb2.DESCRIPTOR.services_by_name["SyncService"],
+        sync_pb2_grpc.add_SyncServiceServicer_to_server, SyncServicer(runtime.sync),
+    )
+    await definition.setup(runtime)
+    reflection.enable_server_reflection(
+        [*runtime._service_names, HEALTH_NAME, reflection.SERVICE_NAME], server
+    )
+    chosen = port if port is not None else (
+        settings.grpc_port if settings.grpc_port is not None else definition.default_port
+    )
+    bound = server.add_insecure_port(f"{settings.host}:{chosen}")
+    if bound == 0:
+        raise ConfigError(f"cannot bind {settings.host}:{chosen} for {definition.name}")
+    await server.start()
+    metrics_port = settings.metrics_port
+    if metrics_port is None:
+        metrics_port = bound + 1000 if chosen else 0
+    metrics_bound = metrics.serve(settings.host, metrics_port) if metrics_port >= 0 else None
+    for name in ["", *runtime._service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", service=definition.name, address=f"{settings.host}:{bound}",
+             metrics_port=metrics_bound)
+    return RunningService(runtime, bound, metrics_bound, settings.shutdown_grace_seconds)
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    definition: ServiceDefinition, environ: Mapping[str, str], *, port: int = 0
+) -> AsyncIterator[RunningService]:
+    environ = {"SYNCSUITE_METRICS_PORT": "0", **environ}
+    service = await start_service(definition, environ, port=port)
+    try:
+        yield service
+    finally:
+        await service.stop(grace=1.0)
+
+
+async def _serve_until_signalled(definition: ServiceDefinition) -> None:
+    service = await start_service(definition)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await service.stop()
+
+
+def main(definition: ServiceDefinition) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    configure_logging(
+        os.environ.get("SYNCSUITE_LOG_LEVEL", "info"),
+        os.environ.get("SYNCSUITE_LOG_FORMAT", "auto"),
+        service=definition.name,
+    )
+    try:
+        asyncio.run(_serve_until_signalled(definition))
+    except ConfigError as error:
+        log.error("configuration_error", error=str(error))
+        print(f"{definition.name}: configuration error: {error}", file=sys.stderr)
+        sys.exit(2)

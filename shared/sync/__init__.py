@@ -1,0 +1,17 @@
+"""The common SyncService: scopes, jobs, locks, reports."""
+
+from shared.sync.job import Counts, Operation, SyncJob
+from shared.sync.service import SyncRegistry, SyncScope, SyncServicer, report_from_record
+from shared.sync.store import JobRecord, SyncJobStore
+
+__all__ = [
+    "Counts",
+    "JobRecord",
+    "Operation",
+    "SyncJob",
+    "SyncJobStore",
+    "SyncRegistry",
+    "SyncScope",
+    "SyncServicer",
+    "report_from_record",
+]

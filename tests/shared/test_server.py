@@ -1,0 +1,239 @@
+"""The shared server runtime through a real grpc.aio server, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
+
+from shared.auth import issue_user_token
+from shared.processes import ManagedProcess, free_port, wait_for_health
+from shared.server import running_service
+from tests.conftest import ADMIN_TOKEN, JWT_SECRET, ROOT
+from tests.shared import probe_service
+
+
+@pytest.fixture(scope="module")
+async def probe(service_env: dict[str, str]) -> AsyncIterator[grpc.aio.Channel]:
+    async with running_service(probe_service.SERVICE, service_env) as service:
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            yield channel
+
+
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+
+
+async def test_health_and_ping(probe: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(probe)
+    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    ping = await diagnostics_pb2_grpc.DiagnosticsServiceStub(probe).Ping(
+        diagnostics_pb2.PingRequest(payload="hi"), timeout=5
+    )
+    assert (ping.payload, ping.service) == ("hi", "probe")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer wrong-token"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Basic abc"),), grpc.StatusCode.UNAUTHENTICATED),
+        (ADMIN, grpc.StatusCode.OK),
+    ],
+    ids=["no-token", "wrong-token", "wrong-scheme", "admin-token"],
+)
+async def test_admin_rpc_needs_the_admin_token(
+    probe: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...], code: grpc.StatusCode
+) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    try:
+        await stub.GetSyncStatus(sync_pb2.GetSyncStatusRequest(), metadata=metadata, timeout=5)
+        got = grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as error:
+        got = error.code()
+        assert "wrong-token" not in (error.details() or "")
+    assert got == code
+
+
+def _user_token(**overrides: object) -> str:
+    return issue_user_token(
+        str(overrides.get("secret", JWT_SECRET)), "Ada@Example.com",
+        subject="user-1", ttl_seconds=int(overrides.get("ttl", 600)),  # type: ignore[call-overload]
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (lambda: _user_token(ttl=-120), "expired"),
+        (lambda: _user_token(secret="not-the-secret-but-long-enough-for-hs256"), "not valid"),
+        (lambda: "not.a.jwt", "not valid"),
+        (lambda: ADMIN_TOKEN, "not valid"),
+    ],
+    ids=["expired", "wrongly-signed", "garbage", "admin-token-is-not-a-user"],
+)
+async def test_user_rpc_refuses_bad_tokens(
+    probe: grpc.aio.Channel, token: object, expected: str
+) -> None:
+    stub = diagnostics_pb2_grpc.DiagnosticsServiceStub(probe)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.WhoAmI(
+            diagnostics_pb2.WhoAmIRequest(),
+            metadata=(("authorization", f"Bearer {token()}"),),  # type: ignore[operator]
+            timeout=5,
+        )
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert expected in (raised.value.details() or "")
+
+
+async def test_user_rpc_accepts_a_valid_token(probe: grpc.aio.Channel) -> None:
+    stub = diagnostics_pb2_grpc.DiagnosticsServiceStub(probe)
+    reply = await stub.WhoAmI(
+        diagnostics_pb2.WhoAmIRequest(),
+        metadata=(("authorization", f"Bearer {_user_token()}"),), timeout=5,
+    )
+    assert (reply.email, reply.subject) == ("ada@example.com", "user-1")
+
+
+async def test_sync_reports_counts_and_operations(probe: grpc.aio.Channel) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    reply = await stub.Sync(sync_pb2.SyncRequest(reason="test"), metadata=ADMIN, timeout=10)
+    report = reply.report
+    assert report.scope == "quick"
+    assert report.status == sync_pb2.SYNC_STATUS_COMPLETED
+    assert (report.counts.seen, report.counts.created, report.counts.unchanged) == (3, 1, 2)
+    assert [op.name for op in report.operations] == ["customers"]
+    assert report.finish_time.ToDatetime() >= report.start_time.ToDatetime()
+    stored = await stub.GetSyncJob(
+        sync_pb2.GetSyncJobRequest(job_id=report.job_id), metadata=ADMIN, timeout=5
+    )
+    assert stored.report == report
+
+
+async def test_a_failing_operation_makes_a_partial_job_with_redacted_error(
+    probe: grpc.aio.Channel,
+) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    partial = (await stub.Sync(sync_pb2.SyncRequest(scope="partial"), metadata=ADMIN,
+                               timeout=10)).report
+    assert partial.status == sync_pb2.SYNC_STATUS_PARTIAL
+    assert [op.ok for op in partial.operations] == [True, False]
+    assert "abc123" not in partial.error and "upstream said no" in partial.error
+    failed = (await stub.Sync(sync_pb2.SyncRequest(scope="boom"), metadata=ADMIN,
+                              timeout=10)).report
+    assert failed.status == sync_pb2.SYNC_STATUS_FAILED
+    assert "hunter2" not in failed.error
+
+
+async def test_unknown_scope_is_invalid_argument(probe: grpc.aio.Channel) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Sync(sync_pb2.SyncRequest(scope="nope"), metadata=ADMIN, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "scope" in (raised.value.details() or "") and "quick" in (raised.value.details() or "")
+
+
+async def test_concurrent_sync_of_a_busy_scope_is_aborted_naming_the_job(
+    probe: grpc.aio.Channel,
+) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    gate = probe_service.GATE.setdefault("gated", probe_service.Gate())
+    first = (await stub.Sync(sync_pb2.SyncRequest(scope="gated", background=True),
+                             metadata=ADMIN, timeout=5)).report
+    assert first.status == sync_pb2.SYNC_STATUS_RUNNING
+    await asyncio.wait_for(gate.entered.wait(), 5)
+    for scope in ("gated", "also_shared"):  # the second shares a lock key with the first
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Sync(sync_pb2.SyncRequest(scope=scope), metadata=ADMIN, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.ABORTED
+        assert first.job_id in (raised.value.details() or "")
+    status = await stub.GetSyncStatus(
+        sync_pb2.GetSyncStatusRequest(scope="gated"), metadata=ADMIN, timeout=5
+    )
+    assert status.scopes[0].running.job_id == first.job_id
+    watch = stub.WatchSync(sync_pb2.WatchSyncRequest(job_id=first.job_id), metadata=ADMIN,
+                           timeout=10)
+    messages = watch.__aiter__()
+    first_message = await messages.__anext__()
+    assert first_message.report.status == sync_pb2.SYNC_STATUS_RUNNING
+    gate.opened.set()
+    reports = [message.report async for message in messages]
+    assert reports[-1].status == sync_pb2.SYNC_STATUS_COMPLETED
+    assert reports[-1].message == "opened"
+    again = await stub.Sync(sync_pb2.SyncRequest(scope="also_shared"), metadata=ADMIN, timeout=5)
+    assert again.report.status == sync_pb2.SYNC_STATUS_COMPLETED
+
+
+async def test_list_sync_jobs_pages_newest_first(probe: grpc.aio.Channel) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    started = [
+        (await stub.Sync(sync_pb2.SyncRequest(scope="quick"), metadata=ADMIN, timeout=10))
+        .report.job_id for _ in range(3)
+    ]
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListSyncJobs(
+            sync_pb2.ListSyncJobsRequest(scope="quick", page_size=2, page_token=token),
+            metadata=ADMIN, timeout=5,
+        )
+        assert len(page.jobs) <= 2
+        seen += [job.job_id for job in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen[:3] == list(reversed(started))
+    assert len(seen) == len(set(seen))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListSyncJobs(sync_pb2.ListSyncJobsRequest(page_size=-1), metadata=ADMIN,
+                                timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListSyncJobs(sync_pb2.ListSyncJobsRequest(page_token="%%%"), metadata=ADMIN,
+                                timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unknown_job_is_not_found(probe: grpc.aio.Channel) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetSyncJob(sync_pb2.GetSyncJobRequest(job_id="nope"), metadata=ADMIN,
+                              timeout=5)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_in_flight_rpc_completes_when_sigterm_arrives(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {**service_env, "SYNCSUITE_GRPC_PORT": str(port), "SYNCSUITE_METRICS_PORT": "-1"}
+    process = ManagedProcess(
+        "probe", [sys.executable, "-m", "tests.shared.probe_service"], env,
+        tmp_path / "probe.log", cwd=ROOT,
+    ).start()
+    try:
+        wait_for_health(f"127.0.0.1:{port}", timeout=30)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = sync_pb2_grpc.SyncServiceStub(channel)
+            future = stub.Sync.future(sync_pb2.SyncRequest(scope="slow"), metadata=ADMIN,
+                                      timeout=20)
+            time.sleep(0.5)  # the job is running: now ask the process to stop
+            process.signal(signal.SIGTERM)
+            report = future.result(timeout=20).report
+        assert report.status == sync_pb2.SYNC_STATUS_COMPLETED
+        assert report.progress == 1.0
+        assert process.process is not None
+        assert process.process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+    assert '"event": "stopped"' in process.log_tail(50)
