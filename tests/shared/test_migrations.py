@@ -74,5 +74,5 @@ async def test_a_changed_applied_migration_is_refused(database_url: str, tmp_pat
 
 def test_badly_named_files_are_refused(tmp_path: Path) -> None:
     folder = _write(tmp_path / "m", {"widgets.sql": FIRST})
-    with pytest.raises(MigrationError, match="NNNN_description.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_description\.sql"):
         discover("demo", folder)
