@@ -7,7 +7,6 @@ across replicas, with heartbeats), records them and serves the RPCs.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -15,14 +14,14 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.errors import InvalidArgument, NotFound
 from shared.metrics import Metrics
+from shared.paging import decode_page_token, encode_page_token, page_size
 from shared.sync.job import SyncJob
 from shared.sync.store import JobRecord, SyncJobStore
+from shared.timestamps import duration, timestamp
 
 __all__ = ["SyncRegistry", "SyncScope", "SyncServicer", "report_from_record"]
 
@@ -171,21 +170,12 @@ class SyncRegistry:
         return self._store
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def report_from_record(service: str, record: JobRecord) -> sync_pb2.SyncReport:
     operations = []
     for op in record.operations:
-        duration = Duration()
-        duration.FromNanoseconds(int(op["duration_seconds"] * 1e9))
         operations.append(sync_pb2.OperationResult(
-            name=op["name"], ok=op["ok"], records=op["records"], duration=duration,
+            name=op["name"], ok=op["ok"], records=op["records"],
+            duration=duration(op["duration_seconds"]),
             error=op["error"], counts=sync_pb2.SyncCounts(**op["counts"]),
             details={k: str(v) for k, v in op["details"].items()},
         ))
@@ -193,22 +183,21 @@ def report_from_record(service: str, record: JobRecord) -> sync_pb2.SyncReport:
         job_id=record.id, service=service, scope=record.scope,
         status=sync_pb2.SyncStatus.Value(f"SYNC_STATUS_{record.status}"),
         full=record.full, dry_run=record.dry_run, reason=record.reason,
-        start_time=_timestamp(record.started_at), finish_time=_timestamp(record.finished_at),
+        start_time=timestamp(record.started_at), finish_time=timestamp(record.finished_at),
         counts=sync_pb2.SyncCounts(**record.counts), operations=operations,
         error=record.error, message=record.message, progress=record.progress,
     )
 
 
 def _encode_token(record: JobRecord) -> str:
-    raw = f"{record.started_at.isoformat()}|{record.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return encode_page_token({"started": record.started_at.isoformat(), "id": record.id})
 
 
 def _decode_token(token: str) -> tuple[datetime, str]:
+    position = decode_page_token(token, required=("started", "id"))
     try:
-        started, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(started), job_id
-    except (ValueError, UnicodeDecodeError):
+        return datetime.fromisoformat(position["started"]), str(position["id"])
+    except (TypeError, ValueError):
         raise InvalidArgument("page_token", "not a token from a previous response") from None
 
 
@@ -240,7 +229,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
             summary = await self._registry.store.scope_summary(name)
             scope = self._registry.scope(name)
             status = sync_pb2.ScopeStatus(
-                scope=name, last_success_time=_timestamp(summary["last_success"]),
+                scope=name, last_success_time=timestamp(summary["last_success"]),
                 details=await scope.details() if scope.details else {},
             )
             if summary["running"]:
@@ -263,11 +252,9 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
     async def ListSyncJobs(
         self, request: sync_pb2.ListSyncJobsRequest, context: Any
     ) -> sync_pb2.ListSyncJobsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
+        size = page_size(request.page_size, default=20, maximum=100)
         if request.scope:
             self._registry.scope(request.scope)
-        size = min(request.page_size or 20, 100)
         status = ""
         if request.status:
             status = sync_pb2.SyncStatus.Name(request.status).removeprefix("SYNC_STATUS_")
