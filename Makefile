@@ -29,7 +29,7 @@ $(GENERATED): $(INSTALLED) $(PROTOS)
 gen: $(GENERATED)
 
 run: $(GENERATED)
-	$(BIN)/python -m shared.launcher
+	$(BIN)/python -m services
 
 test: $(GENERATED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
