@@ -7,51 +7,15 @@ every line by ``merge_contextvars``, which runs first.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "redact", "redact_text"]
+from shared.redaction import redact
 
-_SECRET_KEYS = re.compile(
-    r"(pass(word)?|secret|token|authorization|api[_-]?key|signature|credential|cookie)", re.I
-)
-_SECRET_IN_TEXT = re.compile(
-    r"(?i)((?:bearer|basic|zoho-oauthtoken)\s+)[A-Za-z0-9._~+/=-]+"
-    r"|((?:password|secret|token|api[_-]?key|signature)=)[^&\s\"']+"
-    r"|(://[^:/@\s]+:)[^@\s]+(@)"
-)
-MASK = "**********"
-
-
-def redact_text(text: str) -> str:
-    """Masks credentials inside free text: bearer tokens, ``key=value`` pairs, URL passwords."""
-
-    def _mask(match: re.Match[str]) -> str:
-        if match.group(1):
-            return match.group(1) + MASK
-        if match.group(2):
-            return match.group(2) + MASK
-        return match.group(3) + MASK + match.group(4)
-
-    return _SECRET_IN_TEXT.sub(_mask, text)
-
-
-def redact(value: Any, key: str = "") -> Any:
-    """A copy of ``value`` with secret-looking keys masked, recursively."""
-    if key and _SECRET_KEYS.search(key) and value not in (None, "", False):
-        return MASK
-    if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return redact_text(value)
-    return value
-
+__all__ = ["configure_logging"]
 
 def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
     return {key: redact(value, key) for key, value in event_dict.items()}

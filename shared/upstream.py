@@ -32,12 +32,12 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import httpx
 import structlog
 
 from shared.errors import UpstreamError
+from shared.redaction import MASK, redact_headers, redact_text, redact_url
 
 __all__ = [
     "DEFAULT_RETRY_STATUSES",
@@ -64,7 +64,6 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
-REDACTED = "[redacted]"
 
 
 # --------------------------------------------------------------------------- errors
@@ -107,52 +106,19 @@ class UpstreamBadResponse(UpstreamUnavailable):
 
 # --------------------------------------------------------------------------- redaction
 
-_SECRET_NAME = re.compile(
-    r"auth|key|token|secret|signature|passw|cookie|session|credential|^sig$", re.IGNORECASE
-)
-_SCHEME_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|zoho-oauthtoken)\s+[^\s,;\"']+")
-_NAMED_CREDENTIALS = re.compile(  # token=…, oauth_signature="…", "access_token": "…"
-    r"(?i)([\w-]*(?:token|secret|signature|password|api[_-]?key)[\w-]*(?:\s*=\s*\"?|\"\s*:\s*\"))"
-    r"[^\s,;\"'&]+"
-)
 _LONG_RUN = re.compile(r"[A-Za-z0-9_\-]{24,}={0,2}")
-
-
-def redact_headers(headers: Mapping[str, str] | httpx.Headers) -> dict[str, str]:
-    """A copy of ``headers`` safe to log: credential-like values become ``[redacted]``."""
-    items = headers.multi_items() if isinstance(headers, httpx.Headers) else headers.items()
-    return {k: REDACTED if _SECRET_NAME.search(k) else v for k, v in items}
-
-
-def redact_url(url: str | httpx.URL) -> str:
-    """``url`` safe to log: passwords and credential-like query values become ``[redacted]``."""
-    parts = urlsplit(str(url))
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
-    query = "&".join(
-        f"{piece.split('=', 1)[0]}={REDACTED}"
-        if _SECRET_NAME.search(unquote_plus(piece.split("=", 1)[0]))
-        else piece
-        for piece in parts.query.split("&")
-        if piece
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _token_like(match: re.Match[str]) -> str:
     """Long runs of letters AND digits (keys, tokens, signatures); error codes stay."""
     run = match.group()
     is_secret = any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
-    return REDACTED if is_secret else run
+    return MASK if is_secret else run
 
 
 def _scrub(text: str, limit: int = 200) -> str:
     text = " ".join(text[: limit * 4].split())
-    text = _SCHEME_CREDENTIALS.sub(r"\1 " + REDACTED, text)
-    text = _NAMED_CREDENTIALS.sub(r"\1" + REDACTED, text)
+    text = redact_text(text)
     text = _LONG_RUN.sub(_token_like, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from shared.errors import SyncSuiteError
-from shared.logging import redact_text
+from shared.redaction import redact_text
 
 __all__ = ["Counts", "Operation", "SyncJob"]
 

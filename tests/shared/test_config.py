@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from shared.config import ConfigError, Secret, env, load
-from shared.logging import redact, redact_text
+from shared.redaction import MASK, redact, redact_text
 
 
 @dataclass(frozen=True)
@@ -48,5 +48,5 @@ def test_redaction_masks_credentials_in_text_and_fields() -> None:
     assert "abc123" not in text and "eyJhbGc" not in text and "s3cret" not in text
     assert "page=2" in text and "user" in text
     fields = redact({"consumer_secret": "xyz", "nested": {"Authorization": "Basic Zm9v"}, "n": 1})
-    assert fields == {"consumer_secret": "**********", "nested": {"Authorization": "**********"},
+    assert fields == {"consumer_secret": MASK, "nested": {"Authorization": MASK},
                       "n": 1}
