@@ -39,13 +39,15 @@ from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import redis
 import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from shared.redaction import redact_url
 
 __all__ = [
     "BackendError",
@@ -91,12 +93,8 @@ def free_port() -> int:
 
 
 def mask_password(url: str) -> str:
-    """``url`` with the password part, if any, replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    hostport = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{hostport}"))
+    """``url`` with the password part, if any, masked."""
+    return redact_url(url)
 
 
 @cache

@@ -14,13 +14,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared.backends import free_port
+
 __all__ = ["ManagedProcess", "free_port", "wait_for_health", "wait_for_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:

@@ -20,6 +20,7 @@ from shared.backends import (
     EmbeddedRedis,
     mask_password,
 )
+from shared.redaction import MASK
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,7 +153,7 @@ def test_unknown_forced_step_is_an_error(tmp_path: Path) -> None:
 
 
 def test_mask_password_hides_only_the_password() -> None:
-    assert (
-        mask_password("postgresql://app:p%40ss@db:5432/app") == "postgresql://app:***@db:5432/app"
+    assert mask_password("postgresql://app:p%40ss@db:5432/app") == (
+        f"postgresql://app:{MASK}@db:5432/app"
     )
     assert mask_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
