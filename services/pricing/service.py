@@ -1,0 +1,334 @@
+"""PricingService RPC handlers: validate, ask the store, shape the answer (no StockX calls)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from syncsuite.pricing.v1 import pricing_service_pb2 as pb
+from syncsuite.pricing.v1 import pricing_service_pb2_grpc
+
+from services.pricing.settings import STOCKX_CURRENCIES, PricingSettings
+from services.pricing.store import PricingStore, ProductRow
+from shared.auth import current_principal
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from shared.timestamps import from_timestamp, timestamp, utcnow
+
+__all__ = ["PricingServicer"]
+
+_PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+MAX_PORTFOLIO_ITEMS = 1000
+ARBITRAGE_DEFAULT_LIMIT = 50
+ARBITRAGE_MAX_LIMIT = 1000
+CENT = Decimal("0.01")
+
+
+def _text(amount: Decimal | None) -> str:
+    return "" if amount is None else str(amount)
+
+
+def _money(value: Decimal | float | None) -> str:
+    if value is None:
+        return ""
+    return str(Decimal(str(value)).quantize(CENT))
+
+
+def _product_id(field: str, value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not _PRODUCT_ID.match(value):
+        raise InvalidArgument(field, "must be a StockX product id (letters, digits, '-', "
+                                     "at most 100 characters)")
+    return value
+
+
+def _product_pb(product: ProductRow) -> pb.Product:
+    return pb.Product(product_id=product.product_id, sku=product.sku, title=product.title,
+                      brand=product.brand)
+
+
+class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
+    def __init__(
+        self, store: PricingStore, settings: PricingSettings,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._now = now
+
+    # -- validation helpers
+
+    def _region(self, field: str, value: str) -> str:
+        code = value.strip().upper()
+        if code not in STOCKX_CURRENCIES:
+            raise InvalidArgument(field, f"{value!r} is not a StockX currency code")
+        if code not in self._settings.regions:
+            raise InvalidArgument(
+                field, f"{code} is not synced; regions: {', '.join(self._settings.regions)}")
+        return code
+
+    def _regions(self, field: str, values: Sequence[str]) -> list[str]:
+        if not values:
+            return list(self._settings.regions)
+        return list(dict.fromkeys(self._region(field, value) for value in values))
+
+    @staticmethod
+    def _currency(field: str, value: str, default: str = "USD") -> str:
+        code = (value.strip() or default).upper()
+        if code not in STOCKX_CURRENCIES:
+            raise InvalidArgument(field, f"{value!r} is not a StockX currency code")
+        return code
+
+    async def _find_product(self, product_id: str, sku: str) -> ProductRow:
+        if product_id.strip():
+            product = await self._store.product(product_id=_product_id("product_id", product_id))
+            if product is None:
+                raise NotFound(f"no prices for product {product_id.strip()!r}")
+            return product
+        if not sku.strip():
+            raise InvalidArgument("sku", "must not be empty (or give product_id)")
+        if len(sku) > 100:
+            raise InvalidArgument("sku", "must be at most 100 characters")
+        product = await self._store.product(sku=sku.strip())
+        if product is None:
+            raise NotFound(f"no prices for SKU {sku.strip()!r}")
+        return product
+
+    def _fresh_after(self) -> datetime:
+        return self._now() - timedelta(hours=self._settings.staleness_hours)
+
+    async def _base_units_per_usd(self, base: str) -> tuple[Decimal, dict[str, Any]]:
+        rates = await self._store.fx_rates()
+        if base == "USD":
+            return rates.get("USD", (Decimal(1), None))[0], rates
+        if base not in rates:
+            raise FailedPrecondition(f"no FX rate stored for {base}; set one with SetFxRates")
+        return rates[base][0], rates
+
+    # -- RPCs
+
+    async def GetLatestPrices(
+        self, request: pb.GetLatestPricesRequest, context: Any
+    ) -> pb.GetLatestPricesResponse:
+        currencies = self._regions("currency_codes", request.currency_codes)
+        product = await self._find_product(request.product_id, request.sku)
+        rows = await self._store.latest_prices(product.product_id, currencies)
+        now = self._now()
+        return pb.GetLatestPricesResponse(
+            product=_product_pb(product),
+            prices=[
+                pb.VariantPrice(
+                    product_id=row.product_id, variant_id=row.variant_id,
+                    variant_value=row.variant_value, currency_code=row.currency_code,
+                    lowest_ask=_text(row.lowest_ask), highest_bid=_text(row.highest_bid),
+                    last_sale=_text(row.last_sale), sell_faster=_text(row.sell_faster),
+                    earn_more=_text(row.earn_more), flex_lowest_ask=_text(row.flex_lowest_ask),
+                    snapshot_time=timestamp(row.snapshot_time),
+                    age_seconds=max(0.0, (now - row.snapshot_time).total_seconds()),
+                )
+                for row in rows
+            ],
+        )
+
+    async def ComparePrices(
+        self, request: pb.ComparePricesRequest, context: Any
+    ) -> pb.ComparePricesResponse:
+        base = self._currency("base_currency", request.base_currency)
+        product = await self._find_product(request.product_id, request.sku)
+        base_units, rates = await self._base_units_per_usd(base)
+        rows = await self._store.latest_prices(product.product_id, self._settings.regions)
+        without_rate = sorted({row.currency_code for row in rows
+                               if row.currency_code not in rates and row.currency_code != "USD"})
+        used_as_of = [rates[code][1] for code in {row.currency_code for row in rows} | {base}
+                      if code in rates]
+
+        def convert(amount: Decimal | None, currency: str) -> Decimal | None:
+            if amount is None:
+                return None
+            if currency in rates:
+                units = rates[currency][0]
+            elif currency == "USD":
+                units = Decimal(1)
+            else:
+                return None
+            return amount / units * base_units
+
+        variants: dict[str, pb.VariantComparison] = {}
+        asks: dict[str, list[tuple[Decimal, str]]] = {}
+        for row in rows:
+            variant = variants.get(row.variant_id)
+            if variant is None:
+                variant = variants[row.variant_id] = pb.VariantComparison(
+                    variant_id=row.variant_id, variant_value=row.variant_value)
+            ask = convert(row.lowest_ask, row.currency_code)
+            variant.regions.append(pb.RegionPrice(
+                currency_code=row.currency_code, lowest_ask=_text(row.lowest_ask),
+                highest_bid=_text(row.highest_bid), lowest_ask_converted=_money(ask),
+                highest_bid_converted=_money(convert(row.highest_bid, row.currency_code)),
+                snapshot_time=timestamp(row.snapshot_time),
+            ))
+            if ask is not None and ask > 0:
+                asks.setdefault(row.variant_id, []).append((ask, row.currency_code))
+        for variant_id, found in asks.items():
+            if len(found) >= 2:
+                low, high = min(found), max(found)
+                variant = variants[variant_id]
+                variant.cheapest_currency, variant.dearest_currency = low[1], high[1]
+                variant.spread_percent = float((high[0] - low[0]) / low[0] * 100)
+        response = pb.ComparePricesResponse(
+            product=_product_pb(product), base_currency=base, variants=list(variants.values()),
+            currencies_without_rate=without_rate,
+        )
+        if used_as_of:
+            response.fx_as_of.CopyFrom(timestamp(min(used_as_of)))
+        return response
+
+    async def ListArbitrageOpportunities(
+        self, request: pb.ListArbitrageOpportunitiesRequest, context: Any
+    ) -> pb.ListArbitrageOpportunitiesResponse:
+        spread = request.min_spread_percent
+        if math.isnan(spread) or spread < 0:
+            raise InvalidArgument("min_spread_percent", "must be a number >= 0")
+        if request.limit < 0:
+            raise InvalidArgument("limit", f"must be between 0 and {ARBITRAGE_MAX_LIMIT}")
+        limit = min(request.limit or ARBITRAGE_DEFAULT_LIMIT, ARBITRAGE_MAX_LIMIT)
+        base = self._currency("base_currency", request.base_currency)
+        base_units, _ = await self._base_units_per_usd(base)
+        rows = await self._store.arbitrage(
+            fresh_after=self._fresh_after(), min_spread=spread, limit=limit,
+            base_units_per_usd=base_units, currencies=self._settings.regions,
+        )
+        return pb.ListArbitrageOpportunitiesResponse(
+            base_currency=base,
+            opportunities=[
+                pb.ArbitrageOpportunity(
+                    product=_product_pb(row.product), variant_id=row.variant_id,
+                    variant_value=row.variant_value, buy_currency=row.buy_currency,
+                    buy_price=_text(row.buy_price), sell_currency=row.sell_currency,
+                    sell_price=_text(row.sell_price),
+                    buy_price_converted=_money(row.buy_converted),
+                    sell_price_converted=_money(row.sell_converted),
+                    spread_percent=round(row.spread_percent, 4),
+                    snapshot_time=timestamp(row.snapshot_time),
+                )
+                for row in rows
+            ],
+        )
+
+    async def GetFreshness(
+        self, request: pb.GetFreshnessRequest, context: Any
+    ) -> pb.GetFreshnessResponse:
+        now = self._now()
+        rows = await self._store.freshness(
+            self._fresh_after(), now - timedelta(hours=24), self._settings.regions)
+        return pb.GetFreshnessResponse(
+            staleness_threshold_hours=self._settings.staleness_hours,
+            currencies=[
+                pb.CurrencyFreshness(
+                    currency_code=row.currency_code, fresh_products=row.fresh_products,
+                    products=row.products, snapshots=row.snapshots,
+                    average_age_hours=round(row.average_age_hours, 4),
+                    newest_snapshot_time=timestamp(row.newest),
+                )
+                for row in rows
+            ],
+        )
+
+    async def RecordProductView(
+        self, request: pb.RecordProductViewRequest, context: Any
+    ) -> pb.RecordProductViewResponse:
+        product_id = _product_id("product_id", request.product_id)
+        count = await self._store.record_view(product_id, self._now())
+        return pb.RecordProductViewResponse(view_count=count)
+
+    # -- portfolios
+
+    @staticmethod
+    def _user() -> str:
+        email = current_principal.get().email
+        if not email:
+            raise Unauthenticated("a user token is needed")
+        return email
+
+    @staticmethod
+    def _items(items: Sequence[pb.PortfolioItem], *, allow_empty: bool) -> list[
+            tuple[str, str, int]]:
+        if not items and not allow_empty:
+            raise InvalidArgument("items", "must not be empty")
+        if len(items) > MAX_PORTFOLIO_ITEMS:
+            raise InvalidArgument("items", f"at most {MAX_PORTFOLIO_ITEMS} items")
+        merged: dict[tuple[str, str], int] = {}
+        for index, item in enumerate(items):
+            product_id = _product_id(f"items[{index}].product_id", item.product_id)
+            variant_id = item.variant_id.strip()
+            if variant_id and not _PRODUCT_ID.match(variant_id):
+                raise InvalidArgument(f"items[{index}].variant_id", "is not a StockX variant id")
+            if item.quantity < 0:
+                raise InvalidArgument(f"items[{index}].quantity", "must not be negative")
+            key = (product_id, variant_id)
+            merged[key] = merged.get(key, 0) + (item.quantity or 1)
+        return [(product_id, variant_id, quantity)
+                for (product_id, variant_id), quantity in merged.items()]
+
+    @staticmethod
+    def _items_pb(items: Sequence[tuple[str, str, int]]) -> list[pb.PortfolioItem]:
+        return [pb.PortfolioItem(product_id=p, variant_id=v, quantity=q) for p, v, q in items]
+
+    async def SetPortfolio(
+        self, request: pb.SetPortfolioRequest, context: Any
+    ) -> pb.SetPortfolioResponse:
+        items = self._items(request.items, allow_empty=True)
+        stored = await self._store.set_portfolio(self._user(), items)
+        return pb.SetPortfolioResponse(items=self._items_pb(stored))
+
+    async def AddPortfolioItems(
+        self, request: pb.AddPortfolioItemsRequest, context: Any
+    ) -> pb.AddPortfolioItemsResponse:
+        items = self._items(request.items, allow_empty=False)
+        stored = await self._store.add_portfolio_items(self._user(), items)
+        return pb.AddPortfolioItemsResponse(items=self._items_pb(stored))
+
+    async def GetPortfolio(
+        self, request: pb.GetPortfolioRequest, context: Any
+    ) -> pb.GetPortfolioResponse:
+        return pb.GetPortfolioResponse(
+            items=self._items_pb(await self._store.portfolio(self._user())))
+
+    # -- FX
+
+    async def SetFxRates(
+        self, request: pb.SetFxRatesRequest, context: Any
+    ) -> pb.SetFxRatesResponse:
+        base = self._currency("base_currency", request.base_currency)
+        if not request.rates:
+            raise InvalidArgument("rates", "must not be empty")
+        given: dict[str, Decimal] = {}
+        for index, rate in enumerate(request.rates):
+            code = self._currency(f"rates[{index}].currency_code", rate.currency_code or "?")
+            try:
+                value = Decimal(rate.rate.strip())
+            except InvalidOperation:
+                raise InvalidArgument(f"rates[{index}].rate", "must be a decimal number") from None
+            if not value.is_finite() or value <= 0:
+                raise InvalidArgument(f"rates[{index}].rate", "must be greater than 0")
+            given[code] = value
+        now = self._now()
+        as_of = from_timestamp(request.as_of) if request.HasField("as_of") else now
+        if as_of > now + timedelta(minutes=5):
+            raise InvalidArgument("as_of", "must not be in the future")
+        if base == "USD":
+            units_per_usd = {code: value for code, value in given.items()}
+        else:
+            if "USD" not in given:
+                raise InvalidArgument("rates", "must include USD when base_currency is not USD")
+            usd_per_base = given["USD"]
+            units_per_usd = {code: value / usd_per_base for code, value in given.items()}
+            units_per_usd[base] = Decimal(1) / usd_per_base
+        units_per_usd["USD"] = Decimal(1)
+        updated = await self._store.set_fx_rates(units_per_usd, as_of)
+        return pb.SetFxRatesResponse(updated_currencies=updated)

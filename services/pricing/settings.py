@@ -1,0 +1,130 @@
+"""Pricing settings: StockX credentials and data source, regions, and the sync's limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import ConfigError, Secret, env, load
+
+__all__ = [
+    "SANDBOX_API_KEY",
+    "SANDBOX_CLIENT_ID",
+    "SANDBOX_CLIENT_SECRET",
+    "SANDBOX_REFRESH_TOKEN",
+    "STOCKX_CURRENCIES",
+    "PricingSettings",
+    "StockXConnection",
+    "load_settings",
+]
+
+# Currencies StockX prices in (its `currencyCode` values).
+STOCKX_CURRENCIES = frozenset(
+    {"AUD", "CAD", "CHF", "EUR", "GBP", "HKD", "JPY", "KRW", "MXN", "NZD", "SGD", "USD"}
+)
+
+# The credentials our StockX sandbox accepts (documented in the README; not secrets).
+SANDBOX_API_KEY = "sandbox-api-key"
+SANDBOX_CLIENT_ID = "sandbox-client"
+SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
+SANDBOX_REFRESH_TOKEN = "sandbox-refresh-token"
+SANDBOX_DEFAULT_URL = "http://127.0.0.1:8092"
+
+
+def _currencies(raw: str) -> list[str]:
+    codes = [part.strip().upper() for part in raw.split(",") if part.strip()]
+    unknown = [code for code in codes if code not in STOCKX_CURRENCIES]
+    if unknown or not codes:
+        raise ValueError(f"expected StockX currency codes, got {', '.join(unknown) or 'none'}")
+    return list(dict.fromkeys(codes))
+
+
+def _source(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"stockx", "sandbox", "auto"}:
+        raise ValueError("expected stockx, sandbox or auto")
+    return value
+
+
+@dataclass(frozen=True)
+class StockXConnection:
+    """Where and as whom the client talks to StockX (real API or our sandbox)."""
+
+    source: str  # "stockx" | "sandbox"
+    base_url: str
+    auth_url: str
+    api_key: Secret
+    client_id: str
+    client_secret: Secret
+    refresh_token: Secret
+    audience: str
+
+
+@dataclass(frozen=True)
+class PricingSettings:
+    data_source: str = env("STOCKX_DATA_SOURCE", default="auto", parse=_source,
+                           help="stockx | sandbox | auto (stockx when credentials are set)")
+    api_key: Secret | None = env("STOCKX_API_KEY", default=None)
+    client_id: str = env("STOCKX_CLIENT_ID", default="")
+    client_secret: Secret | None = env("STOCKX_CLIENT_SECRET", default=None)
+    refresh_token: Secret | None = env("STOCKX_REFRESH_TOKEN", default=None)
+    base_url: str = env("STOCKX_BASE_URL", default="https://api.stockx.com/v2")
+    auth_url: str = env("STOCKX_AUTH_URL", default="https://accounts.stockx.com/oauth/token")
+    audience: str = env("STOCKX_AUDIENCE", default="gateway.stockx.com")
+    sandbox_url: str = env("STOCKX_SANDBOX_URL", default=SANDBOX_DEFAULT_URL)
+    rate_per_second: float = env("STOCKX_RATE_PER_SECOND", default=1.0,
+                                 help="our pacing; StockX publishes 1 request/s")
+    daily_limit: int = env("STOCKX_DAILY_LIMIT", default=25000)
+    request_timeout_seconds: float = env("STOCKX_TIMEOUT_SECONDS", default=30.0)
+    max_attempts: int = env("STOCKX_MAX_ATTEMPTS", default=4)
+    token_refresh_margin_seconds: float = env("STOCKX_TOKEN_REFRESH_MARGIN_SECONDS", default=300.0)
+    regions: list[str] = env("PRICING_REGIONS", default=["USD", "GBP", "EUR"], parse=_currencies)
+    max_products_per_run: int = env("PRICING_MAX_PRODUCTS_PER_RUN", default=100)
+    concurrency: int = env("PRICING_CONCURRENCY", default=10)
+    staleness_hours: float = env("PRICING_STALENESS_HOURS", default=8.0)
+    time_budget_seconds: float = env("PRICING_TIME_BUDGET_SECONDS", default=300.0)
+    retention_days: float = env("PRICING_RETENTION_DAYS", default=90.0)
+    popular_min_views: int = env("PRICING_POPULAR_MIN_VIEWS", default=3,
+                                 help="views that make a product popular")
+
+    def connection(self) -> StockXConnection:
+        """The real API when chosen (or when ``auto`` finds credentials), else the sandbox."""
+        configured = all((self.api_key, self.client_id, self.client_secret, self.refresh_token))
+        use_real = self.data_source == "stockx" or (self.data_source == "auto" and configured)
+        if use_real:
+            if not configured:
+                raise ConfigError(
+                    "STOCKX_DATA_SOURCE=stockx needs STOCKX_API_KEY, STOCKX_CLIENT_ID, "
+                    "STOCKX_CLIENT_SECRET and STOCKX_REFRESH_TOKEN"
+                )
+            assert self.api_key and self.client_secret and self.refresh_token
+            return StockXConnection(
+                "stockx", self.base_url.rstrip("/"), self.auth_url, self.api_key,
+                self.client_id, self.client_secret, self.refresh_token, self.audience,
+            )
+        root = self.sandbox_url.rstrip("/")
+        return StockXConnection(
+            "sandbox", f"{root}/v2", f"{root}/oauth/token", Secret(SANDBOX_API_KEY),
+            SANDBOX_CLIENT_ID, Secret(SANDBOX_CLIENT_SECRET), Secret(SANDBOX_REFRESH_TOKEN),
+            self.audience,
+        )
+
+    def validate(self) -> None:
+        problems = []
+        if self.concurrency < 1:
+            problems.append("PRICING_CONCURRENCY must be at least 1")
+        if self.max_products_per_run < 1:
+            problems.append("PRICING_MAX_PRODUCTS_PER_RUN must be at least 1")
+        if self.rate_per_second <= 0:
+            problems.append("STOCKX_RATE_PER_SECOND must be positive")
+        if self.time_budget_seconds <= 0 or self.staleness_hours < 0 or self.retention_days <= 0:
+            problems.append("PRICING_TIME_BUDGET_SECONDS and PRICING_RETENTION_DAYS must be "
+                            "positive, PRICING_STALENESS_HOURS not negative")
+        if problems:
+            raise ConfigError("PricingSettings: " + "; ".join(problems))
+
+
+def load_settings(environ: Mapping[str, str]) -> PricingSettings:
+    settings = load(PricingSettings, environ)
+    settings.validate()
+    return settings
