@@ -1,0 +1,184 @@
+"""Bulk writes of synced records, one statement per page (round trips grow with pages, not
+records), and the comparison a dry run makes instead.
+
+A :class:`BulkTable` names a table's key and value columns; the SQL is built from those
+constants (never from input). A :class:`BulkWriter` takes a page of records (objects whose
+attributes are named like the columns), upserts it with ``unnest`` arrays in one statement that
+only touches rows whose values differ, remembers the keys it saw, and at the end of a full read
+marks the rows it did not see as deleted. In a dry run it runs the same comparison as a SELECT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from shared.db import quote_ident
+
+__all__ = ["BulkTable", "BulkWriter", "Column"]
+
+SAMPLE_SIZE = 5
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str
+
+
+@dataclass(frozen=True)
+class BulkTable:
+    name: str
+    keys: tuple[Column, ...]
+    values: tuple[Column, ...]
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.keys + self.values
+
+    def _unnest(self, first_param: int) -> str:
+        arrays = ", ".join(f"${first_param + i}::{c.pg_type}[]"
+                           for i, c in enumerate(self.columns))
+        names = ", ".join(quote_ident(c.name) for c in self.columns)
+        return f"unnest({arrays}) AS s({names})"
+
+    def _key_match(self, left: str, right: str) -> str:
+        return " AND ".join(f"{left}.{quote_ident(c.name)} = {right}.{quote_ident(c.name)}"
+                            for c in self.keys)
+
+    def _values(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{quote_ident(c.name)}" for c in self.values)
+
+    @property
+    def upsert_sql(self) -> str:
+        table = quote_ident(self.name)
+        names = ", ".join(quote_ident(c.name) for c in self.columns)
+        keys = ", ".join(quote_ident(c.name) for c in self.keys)
+        updates = ", ".join(f"{quote_ident(c.name)} = EXCLUDED.{quote_ident(c.name)}"
+                            for c in self.values)
+        return (
+            f"INSERT INTO {table} AS t (integration_id, {names}, deleted_at, synced_at)"
+            f" SELECT $1, {names}, NULL, now() FROM {self._unnest(2)}"
+            f" ON CONFLICT (integration_id, {keys}) DO UPDATE SET {updates},"
+            " deleted_at = NULL, synced_at = now()"
+            f" WHERE ({self._values('t')}, t.deleted_at IS NOT NULL)"
+            f" IS DISTINCT FROM ({self._values('EXCLUDED')}, false)"
+            " RETURNING (xmax = 0) AS inserted"
+        )
+
+    @property
+    def compare_sql(self) -> str:
+        """What an upsert of the same arrays would do: created/updated counts and samples."""
+        table = quote_ident(self.name)
+        first_key = quote_ident(self.keys[0].name)
+        new = "t.integration_id IS NULL"
+        changed = (f"t.integration_id IS NOT NULL AND ({self._values('t')},"
+                   f" t.deleted_at IS NOT NULL) IS DISTINCT FROM ({self._values('s')}, false)")
+        return (
+            f"SELECT count(*) FILTER (WHERE {new}) AS created,"
+            f" count(*) FILTER (WHERE {changed}) AS updated,"
+            f" (array_agg(s.{first_key}::text) FILTER (WHERE {new}))[1:{SAMPLE_SIZE}]"
+            " AS created_sample,"
+            f" (array_agg(s.{first_key}::text) FILTER (WHERE {changed}))[1:{SAMPLE_SIZE}]"
+            " AS updated_sample"
+            f" FROM {self._unnest(2)} LEFT JOIN {table} t ON t.integration_id = $1"
+            f" AND {self._key_match('t', 's')}"
+        )
+
+    def _missing(self) -> str:
+        keys = ", ".join(f"${2 + i}::{c.pg_type}[]" for i, c in enumerate(self.keys))
+        names = ", ".join(quote_ident(c.name) for c in self.keys)
+        return (
+            f"t.integration_id = $1 AND t.deleted_at IS NULL AND NOT EXISTS"
+            f" (SELECT 1 FROM unnest({keys}) AS s({names}) WHERE {self._key_match('t', 's')})"
+        )
+
+    @property
+    def mark_deleted_sql(self) -> str:
+        return (f"UPDATE {quote_ident(self.name)} AS t SET deleted_at = now(),"
+                f" synced_at = now() WHERE {self._missing()}")
+
+    @property
+    def count_missing_sql(self) -> str:
+        first_key = quote_ident(self.keys[0].name)
+        return (f"SELECT count(*) AS missing, (array_agg(t.{first_key}::text))[1:{SAMPLE_SIZE}]"
+                f" AS sample FROM {quote_ident(self.name)} AS t WHERE {self._missing()}")
+
+
+@dataclass
+class WriteCounts:
+    seen: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+
+class BulkWriter:
+    """Writes one operation's pages to ``table`` for one integration (or compares, dry)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, table: BulkTable, integration_id: UUID, *, dry_run: bool
+    ) -> None:
+        self._pool = pool
+        self.table = table
+        self.integration_id = integration_id
+        self.dry_run = dry_run
+        self.counts = WriteCounts()
+        self.round_trips = 0
+        self._seen: dict[tuple[Any, ...], None] = {}
+
+    def _arrays(self, records: Sequence[Any], columns: Sequence[Column]) -> list[list[Any]]:
+        return [[getattr(record, c.name) for record in records] for c in columns]
+
+    def _sample(self, name: str, values: list[str] | None) -> None:
+        if values:
+            sample = self.counts.samples.setdefault(name, [])
+            sample.extend(values[: SAMPLE_SIZE - len(sample)])
+
+    async def write(self, records: Sequence[Any]) -> None:
+        """One page: a single statement whatever its length."""
+        unique: dict[tuple[Any, ...], Any] = {}
+        for record in records:
+            unique[tuple(getattr(record, c.name) for c in self.table.keys)] = record
+        if not unique:
+            return
+        self._seen.update(dict.fromkeys(unique))
+        rows = list(unique.values())
+        arrays = self._arrays(rows, self.table.columns)
+        self.counts.seen += len(rows)
+        self.round_trips += 1
+        if self.dry_run:
+            result = await self._pool.fetchrow(self.table.compare_sql, self.integration_id,
+                                               *arrays)
+            created, updated = int(result["created"]), int(result["updated"])
+            self._sample("created", result["created_sample"])
+            self._sample("updated", result["updated_sample"])
+        else:
+            inserted = await self._pool.fetch(self.table.upsert_sql, self.integration_id,
+                                              *arrays)
+            created = sum(1 for row in inserted if row["inserted"])
+            updated = len(inserted) - created
+        self.counts.created += created
+        self.counts.updated += updated
+        self.counts.unchanged += len(rows) - created - updated
+
+    async def mark_missing_deleted(self) -> None:
+        """After a complete read: rows not seen are gone upstream (counted only when dry)."""
+        keys = list(self._seen)
+        arrays = [[key[i] for key in keys] for i in range(len(self.table.keys))]
+        self.round_trips += 1
+        if self.dry_run:
+            row = await self._pool.fetchrow(self.table.count_missing_sql, self.integration_id,
+                                            *arrays)
+            self.counts.deleted += int(row["missing"])
+            self._sample("deleted", row["sample"])
+            return
+        status = await self._pool.execute(self.table.mark_deleted_sql, self.integration_id,
+                                          *arrays)
+        self.counts.deleted += int(status.split()[-1])

@@ -1,0 +1,223 @@
+"""SQL for integrations, the read side (warehouses, products, inventory) and sync logs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.config import Secret
+
+__all__ = ["IntegrationRow", "ShippingStore", "SyncLogRow"]
+
+
+@dataclass(frozen=True)
+class IntegrationRow:
+    id: uuid.UUID
+    name: str
+    store_id: int
+    api_key: Secret
+    api_secret: Secret
+    v2_api_key: Secret
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    products_synced_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> IntegrationRow:
+        return cls(
+            id=row["id"], name=row["name"], store_id=row["store_id"],
+            api_key=Secret(row["api_key"]), api_secret=Secret(row["api_secret"]),
+            v2_api_key=Secret(row["v2_api_key"]), active=row["active"],
+            created_at=row["created_at"], updated_at=row["updated_at"],
+            products_synced_at=row["products_synced_at"],
+        )
+
+    @property
+    def fingerprint(self) -> tuple[str, str, str]:
+        """Changes when the credentials change (keys clients by credentials, in memory only)."""
+        return (self.api_key.reveal(), self.api_secret.reveal(), self.v2_api_key.reveal())
+
+
+@dataclass(frozen=True)
+class SyncLogRow:
+    id: int
+    timestamp: datetime
+    job_id: uuid.UUID | None
+    scope: str
+    full_sync: bool
+    total_operations: int
+    successful_operations: int
+    failed_operations: int
+    total_duration_ms: int
+    results: list[dict[str, Any]]
+    message: str
+
+
+_INTEGRATION = ("id, name, store_id, api_key, api_secret, v2_api_key, active, created_at,"
+                " updated_at, products_synced_at")
+_LOG = ('id, "timestamp", job_id, scope, full_sync, total_operations, successful_operations,'
+        " failed_operations, total_duration_ms, results, message")
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text`` literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+class ShippingStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # -- integrations
+
+    async def get_integration(self, integration_id: uuid.UUID) -> IntegrationRow | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_INTEGRATION} FROM integrations WHERE id = $1", integration_id)
+        return IntegrationRow.from_row(row) if row else None
+
+    async def integration_by_name(self, name: str) -> IntegrationRow | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_INTEGRATION} FROM integrations WHERE name = $1", name)
+        return IntegrationRow.from_row(row) if row else None
+
+    async def upsert_integration(
+        self, name: str, store_id: int, api_key: str, api_secret: str, v2_api_key: str
+    ) -> tuple[IntegrationRow, bool]:
+        """Creates or updates by name (reactivating it); empty credentials keep the stored
+        ones. Returns the row and whether it was created."""
+        row = await self.pool.fetchrow(
+            f"INSERT INTO integrations (id, name, store_id, api_key, api_secret, v2_api_key)"
+            " VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (name) DO UPDATE SET store_id = EXCLUDED.store_id,"
+            " api_key = COALESCE(NULLIF(EXCLUDED.api_key, ''), integrations.api_key),"
+            " api_secret = COALESCE(NULLIF(EXCLUDED.api_secret, ''), integrations.api_secret),"
+            " v2_api_key = COALESCE(NULLIF(EXCLUDED.v2_api_key, ''), integrations.v2_api_key),"
+            " active = true, updated_at = now()"
+            f" RETURNING {_INTEGRATION}, (xmax = 0) AS created",
+            uuid.uuid4(), name, store_id, api_key, api_secret, v2_api_key,
+        )
+        return IntegrationRow.from_row(row), bool(row["created"])
+
+    async def list_integrations(self, *, active_only: bool) -> list[IntegrationRow]:
+        rows = await self.pool.fetch(
+            f"SELECT {_INTEGRATION} FROM integrations WHERE active OR NOT $1"
+            " ORDER BY active DESC, name", active_only)
+        return [IntegrationRow.from_row(row) for row in rows]
+
+    async def deactivate_integration(self, integration_id: uuid.UUID) -> IntegrationRow | None:
+        row = await self.pool.fetchrow(
+            f"UPDATE integrations SET active = false, updated_at = now() WHERE id = $1"
+            f" RETURNING {_INTEGRATION}", integration_id)
+        return IntegrationRow.from_row(row) if row else None
+
+    async def set_products_synced(self, integration_id: uuid.UUID, when: datetime) -> None:
+        await self.pool.execute(
+            "UPDATE integrations SET products_synced_at = $2 WHERE id = $1", integration_id, when)
+
+    async def integration_exists(self, integration_id: uuid.UUID) -> bool:
+        return bool(await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM integrations WHERE id = $1)", integration_id))
+
+    # -- read side
+
+    async def list_warehouses(
+        self, integration_id: uuid.UUID, *, kind: int, include_deleted: bool, limit: int,
+        after: tuple[int, str] | None,
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT kind, id, name, is_default, created_at, deleted_at FROM ("
+            " SELECT 1 AS kind, warehouse_id AS id, name, is_default, created_at, deleted_at"
+            "  FROM warehouses WHERE integration_id = $1"
+            " UNION ALL"
+            " SELECT 2, inventory_warehouse_id, name, false, created_at, deleted_at"
+            "  FROM inventory_warehouses WHERE integration_id = $1) w"
+            " WHERE ($2 = 0 OR kind = $2) AND ($3 OR deleted_at IS NULL)"
+            " AND ($4::int IS NULL OR (kind, id) > ($4, $5::text))"
+            " ORDER BY kind, id LIMIT $6",
+            integration_id, kind, include_deleted, after[0] if after else None,
+            after[1] if after else None, limit,
+        )
+
+    async def locations_of(
+        self, integration_id: uuid.UUID, warehouse_ids: list[str]
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT inventory_location_id, inventory_warehouse_id, name FROM inventory_locations"
+            " WHERE integration_id = $1 AND inventory_warehouse_id = ANY($2::text[])"
+            " AND deleted_at IS NULL ORDER BY inventory_warehouse_id, name, inventory_location_id",
+            integration_id, warehouse_ids,
+        )
+
+    async def list_products(
+        self, integration_id: uuid.UUID, *, sku: str, name_prefix: str, include_deleted: bool,
+        limit: int, after: tuple[str, int] | None,
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT product_id, sku, name, price, default_cost, weight_oz, active, created_at,"
+            " modified_at, deleted_at FROM products WHERE integration_id = $1"
+            " AND ($2 = '' OR sku = $2) AND ($3 = '' OR lower(name) LIKE lower($3))"
+            " AND ($4 OR deleted_at IS NULL)"
+            " AND ($5::text IS NULL OR (sku, product_id) > ($5, $6::bigint))"
+            " ORDER BY sku, product_id LIMIT $7",
+            integration_id, sku, like_prefix(name_prefix) if name_prefix else "",
+            include_deleted, after[0] if after else None, after[1] if after else None, limit,
+        )
+
+    async def list_inventory(
+        self, integration_id: uuid.UUID, *, sku: str, warehouse_id: str, location_id: str,
+        limit: int, after: tuple[str, str, str] | None,
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT i.sku, i.inventory_warehouse_id, i.inventory_location_id, i.on_hand,"
+            " i.allocated, i.available, i.average_cost, i.currency,"
+            " coalesce(w.name, '') AS warehouse_name, coalesce(l.name, '') AS location_name"
+            " FROM inventory i"
+            " LEFT JOIN inventory_warehouses w ON w.integration_id = i.integration_id"
+            "  AND w.inventory_warehouse_id = i.inventory_warehouse_id"
+            " LEFT JOIN inventory_locations l ON l.integration_id = i.integration_id"
+            "  AND l.inventory_location_id = i.inventory_location_id"
+            " WHERE i.integration_id = $1 AND i.deleted_at IS NULL"
+            " AND ($2 = '' OR i.sku = $2) AND ($3 = '' OR i.inventory_warehouse_id = $3)"
+            " AND ($4 = '' OR i.inventory_location_id = $4)"
+            " AND ($5::text IS NULL OR (i.sku, i.inventory_warehouse_id,"
+            "  i.inventory_location_id) > ($5, $6::text, $7::text))"
+            " ORDER BY i.sku, i.inventory_warehouse_id, i.inventory_location_id LIMIT $8",
+            integration_id, sku, warehouse_id, location_id,
+            *(after if after else (None, None, None)), limit,
+        )
+
+    # -- sync logs
+
+    async def add_sync_log(
+        self, *, job_id: str, scope: str, full: bool, results: list[dict[str, Any]],
+        duration_ms: int, message: str,
+    ) -> int:
+        failed = sum(1 for result in results if not result["ok"])
+        return int(await self.pool.fetchval(
+            "INSERT INTO sync_logs (job_id, scope, full_sync, total_operations,"
+            " successful_operations, failed_operations, total_duration_ms, results, message)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            uuid.UUID(job_id), scope, full, len(results), len(results) - failed, failed,
+            duration_ms, results, message,
+        ))
+
+    async def list_sync_logs(
+        self, *, failed_only: bool, limit: int, before: tuple[datetime, int] | None
+    ) -> list[SyncLogRow]:
+        rows = await self.pool.fetch(
+            f"SELECT {_LOG} FROM sync_logs WHERE (NOT $1 OR failed_operations > 0)"
+            ' AND ($2::timestamptz IS NULL OR ("timestamp", id) < ($2, $3::bigint))'
+            ' ORDER BY "timestamp" DESC, id DESC LIMIT $4',
+            failed_only, before[0] if before else None, before[1] if before else None, limit,
+        )
+        return [SyncLogRow(**dict(row)) for row in rows]
+
+    async def prune_sync_logs(self, cutoff: datetime) -> int:
+        status = await self.pool.execute('DELETE FROM sync_logs WHERE "timestamp" < $1', cutoff)
+        return int(status.split()[-1])
