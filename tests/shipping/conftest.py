@@ -43,6 +43,7 @@ def small_config(**overrides: object) -> SandboxConfig:
         "accounts": (AccountSpec(1, products=120, warehouses=3, locations_per_warehouse=2),
                      AccountSpec(2, products=70, warehouses=2, locations_per_warehouse=1)),
         "v1_limit": 1000, "v1_window": 60.0, "v2_rate_per_minute": 60000.0, "v2_burst": 100.0,
+        "mutation_share": 0.1,
     }
     values.update(overrides)
     return SandboxConfig(**values)  # type: ignore[arg-type]
