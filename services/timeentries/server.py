@@ -1,4 +1,4 @@
-"""The timeentries service: wiring. Domain RPCs not built yet answer UNIMPLEMENTED."""
+"""The timeentries service: wiring (settings, stores, Zoho client, workers, sync scopes)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,77 @@ from pathlib import Path
 
 from syncsuite.timeentries.v1 import timeentries_service_pb2, timeentries_service_pb2_grpc
 
+from services.timeentries.handlers import TimeEntriesServicer
+from services.timeentries.hot_store import HotStore
+from services.timeentries.model import Limits
+from services.timeentries.outbox import Outbox
+from services.timeentries.projects import Projects
+from services.timeentries.settings import TimeEntriesSettings
+from services.timeentries.store import EntryStore, ProjectStore
+from services.timeentries.worker import SINK_NAMES, Workers, build_workers
+from services.timeentries.zoho import ZohoClient
+from shared.config import load
 from shared.server import Runtime, ServiceDefinition
+from shared.sync import SyncJob, SyncScope
+
+__all__ = ["SERVICE"]
 
 
 async def setup(runtime: Runtime) -> None:
+    settings = load(TimeEntriesSettings, runtime.environ)
+    zoho = ZohoClient.from_settings(settings)
+    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400)
+    entries = EntryStore(runtime.db)
+    project_store = ProjectStore(runtime.db)
+    projects = Projects(runtime.redis, project_store, runtime.metrics)
+    outbox = Outbox(runtime.redis, SINK_NAMES)
+    await outbox.ensure_groups()
     runtime.add_servicer(
         timeentries_service_pb2.DESCRIPTOR.services_by_name["TimeEntriesService"],
         timeentries_service_pb2_grpc.add_TimeEntriesServiceServicer_to_server,
-        timeentries_service_pb2_grpc.TimeEntriesServiceServicer(),
+        TimeEntriesServicer(
+            hot=hot, entries=entries, projects=projects, outbox=outbox,
+            limits=Limits(max_past_days=settings.max_past_days,
+                          max_description=settings.max_description),
+            metrics=runtime.metrics, hot_days=max(1, settings.entry_ttl_days - 2),
+        ),
     )
+
+    async def sync_projects(job: SyncJob) -> None:
+        await projects.sync(job, zoho)
+
+    async def retry_entries(job: SyncJob) -> None:
+        """Every pending outbox message, now, whatever its backoff."""
+        for worker in build_workers(runtime.redis, runtime.db, zoho, settings):
+            async with job.operation(f"retry_{worker.sink.name}") as op:
+                handled = await worker.reclaim(force=True, min_idle=0.5)
+                while (batch := await runtime.redis.xreadgroup(
+                        worker.sink.name, worker.consumer, {"timeentries:outbox": ">"},
+                        count=worker.sink.batch_size)):
+                    handled += sum([await worker.process(messages) for _, messages in batch])
+                op.records = op.counts.seen = handled
+                op.counts.updated = worker.delivered
+                remaining = next(b for b in await outbox.backlog() if b.target == worker.sink.name)
+                op.counts.failed = remaining.pending
+                op.details = {"pending_after": str(remaining.pending),
+                              "dead_letters": str(remaining.failed)}
+
+    runtime.sync.add(SyncScope(
+        "projects", sync_projects, "projects, user access and users from Zoho"), default=True)
+    runtime.sync.add(SyncScope(
+        "entries", retry_entries, "retry every entry still pending for PostgreSQL or Zoho"))
+
+    workers = (Workers.start(build_workers(runtime.redis, runtime.db, zoho, settings))
+               if settings.in_process_workers else None)
+
+    async def stop() -> None:
+        if workers is not None:
+            await workers.stop()
+        await zoho.aclose()
+
+    runtime.on_stop(stop)
+    if settings.initial_sync and await project_store.is_empty():
+        await runtime.sync.start("projects", reason="initial load: no projects yet")
 
 
 SERVICE = ServiceDefinition(

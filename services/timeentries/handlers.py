@@ -1,0 +1,279 @@
+"""TimeEntriesService: the RPC handlers (always scoped to the calling user's email)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
+from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
+
+from services.timeentries.hot_store import HotEntry, HotStore, WriteResult, entry_key
+from services.timeentries.model import Entry, Limits, parse_date, parse_entry_id, validate_fields
+from services.timeentries.outbox import Outbox
+from services.timeentries.projects import Projects
+from services.timeentries.store import EntryStore
+from shared.auth import current_user_email
+from shared.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from shared.metrics import Metrics
+from shared.paging import decode_page_token, encode_page_token, page_size
+from shared.timestamps import duration, timestamp
+
+__all__ = ["TimeEntriesServicer"]
+
+MAX_RANGE_DAYS = 366
+NO_ACCESS = "unknown project, or you have no access to it"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _proto(hot: HotEntry) -> pb.TimeEntry:
+    entry = hot.entry
+    return pb.TimeEntry(
+        entry_id=entry.id, project_id=entry.project_id, date=entry.date,
+        duration_minutes=entry.minutes, description=entry.description, billable=entry.billable,
+        create_time=timestamp(datetime.fromisoformat(entry.create_time)),
+        update_time=timestamp(datetime.fromisoformat(entry.update_time)), version=entry.version,
+        sync_state=pb.SYNC_STATE_SYNCED if hot.synced else pb.SYNC_STATE_PENDING,
+    )
+
+
+@dataclass
+class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
+    hot: HotStore
+    entries: EntryStore
+    projects: Projects
+    outbox: Outbox
+    limits: Limits
+    metrics: Metrics
+    hot_days: int
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def CreateTimeEntry(self, request: pb.CreateTimeEntryRequest, context: Any) -> Any:
+        email = current_user_email()
+        request_id = request.request_id.strip()
+        validate_fields(
+            self.limits, project_id=request.project_id, day=request.date,
+            minutes=request.duration_minutes, description=request.description,
+            request_id=request_id,
+        )
+        now = _now()
+        entry = Entry(
+            id=str(uuid.uuid4()), email=email, project_id=request.project_id.strip(),
+            date=request.date, minutes=request.duration_minutes,
+            description=request.description, billable=request.billable, version=1,
+            deleted=False, create_time=now, update_time=now,
+        )
+        result = await self._write(email, lambda: self.hot.create(entry, request_id))
+        if result.outcome == "duplicate":
+            return pb.CreateTimeEntryResponse(entry=await self._existing(email, result.existing_id))
+        assert result.hot is not None
+        return pb.CreateTimeEntryResponse(entry=_proto(result.hot))
+
+    async def UpdateTimeEntry(self, request: pb.UpdateTimeEntryRequest, context: Any) -> Any:
+        email = current_user_email()
+        entry_id = parse_entry_id(request.entry_id)
+        version = self._version(request.version)
+        changes: dict[str, str] = {}
+        given = {name for name in ("project_id", "date", "duration_minutes", "description",
+                                   "billable") if request.HasField(name)}
+        if not given:
+            raise InvalidArgument("update", "set at least one field to change")
+        validate_fields(
+            self.limits,
+            project_id=request.project_id if "project_id" in given else None,
+            day=request.date if "date" in given else None,
+            minutes=request.duration_minutes if "duration_minutes" in given else None,
+            description=request.description if "description" in given else None,
+        )
+        if "project_id" in given:
+            changes["project_id"] = request.project_id.strip()
+        if "date" in given:
+            changes["date"] = request.date
+        if "duration_minutes" in given:
+            changes["minutes"] = str(request.duration_minutes)
+        if "description" in given:
+            changes["description"] = request.description
+        if "billable" in given:
+            changes["billable"] = "1" if request.billable else "0"
+        hot = await self._change(email, entry_id, version, changes=changes)
+        return pb.UpdateTimeEntryResponse(entry=_proto(hot))
+
+    async def DeleteTimeEntry(self, request: pb.DeleteTimeEntryRequest, context: Any) -> Any:
+        email = current_user_email()
+        entry_id = parse_entry_id(request.entry_id)
+        hot = await self._change(email, entry_id, self._version(request.version), delete=True)
+        return pb.DeleteTimeEntryResponse(entry_id=entry_id, version=hot.entry.version)
+
+    @staticmethod
+    def _version(version: int) -> int:
+        if version <= 0:
+            raise InvalidArgument("version", "is required: the entry's current version")
+        return version
+
+    async def _write(self, email: str, write: Any) -> WriteResult:
+        """Runs a write script; a cold projects set is loaded from PostgreSQL once."""
+        try:
+            result: WriteResult = await write()
+            if result.outcome == "cold":
+                await self.projects.refill(email)
+                result = await write()
+        except RedisError:
+            raise Unavailable("the entry store (Redis) is unavailable; retry") from None
+        except (OSError, asyncpg.PostgresError):
+            raise Unavailable("the project store is unavailable; retry") from None
+        if result.outcome in ("cold", "noaccess"):
+            raise InvalidArgument("project_id", NO_ACCESS)
+        return result
+
+    async def _change(
+        self, email: str, entry_id: str, version: int, *, delete: bool = False,
+        changes: dict[str, str] | None = None,
+    ) -> HotEntry:
+        now = _now()
+
+        def attempt(seed: Entry | None = None) -> Any:
+            return lambda: self.hot.change(entry_id, email, version, now, delete=delete,
+                                           changes=changes, seed=seed)
+
+        result = await self._write(email, attempt())
+        if result.outcome == "missing":  # older than the hot window: PostgreSQL has it
+            try:
+                seed = await self.entries.get(entry_id)
+            except (OSError, asyncpg.PostgresError):
+                raise Unavailable("the entry store is unavailable; retry") from None
+            if seed is None or seed.email != email:
+                raise NotFound(f"time entry {entry_id} not found")
+            result = await self._write(email, attempt(seed))
+        if result.outcome in ("notfound", "missing"):
+            raise NotFound(f"time entry {entry_id} not found")
+        if result.outcome == "conflict":
+            raise Conflict(f"time entry {entry_id} is at version {result.current_version}, "
+                           f"not {version}: read it again")
+        assert result.hot is not None
+        return result.hot
+
+    async def _existing(self, email: str, entry_id: str) -> pb.TimeEntry:
+        hot = await self.hot.get(entry_id)
+        if hot is None:
+            stored = await self.entries.get(entry_id)
+            hot = HotEntry(stored, True) if stored else None
+        if hot is None or hot.entry.email != email:
+            raise NotFound(f"time entry {entry_id} not found")
+        return _proto(hot)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def ListTimeEntries(self, request: pb.ListTimeEntriesRequest, context: Any) -> Any:
+        email = current_user_email()
+        today = datetime.now(UTC).date()
+        last = parse_date("to_date", request.to_date) if request.to_date else today
+        first = (parse_date("from_date", request.from_date) if request.from_date
+                 else last - timedelta(days=29))
+        if first > last:
+            raise InvalidArgument("from_date", "must not be after to_date")
+        if (last - first).days >= MAX_RANGE_DAYS:
+            raise InvalidArgument("to_date", f"the range must be at most {MAX_RANGE_DAYS} days")
+        size = page_size(request.page_size, default=100, maximum=1000)
+        after: tuple[date, str] | None = None
+        if request.page_token:
+            cursor = decode_page_token(request.page_token, required=("d", "i"))
+            after = (parse_date("page_token", str(cursor["d"])), str(cursor["i"]))
+        hot_start = today - timedelta(days=self.hot_days)
+        try:
+            found = await self._range(email, first, last, after, size + 1, hot_start)
+        except RedisError:
+            raise Unavailable("the entry store (Redis) is unavailable; retry") from None
+        except (OSError, asyncpg.PostgresError):
+            raise Unavailable("the entry store (PostgreSQL) is unavailable; retry") from None
+        page = found[:size]
+        token = ""
+        if len(found) > size:
+            tail = page[-1].entry
+            token = encode_page_token({"d": tail.date, "i": tail.id})
+        return pb.ListTimeEntriesResponse(entries=[_proto(h) for h in page],
+                                          next_page_token=token)
+
+    async def _range(
+        self, email: str, first: date, last: date, after: tuple[date, str] | None, limit: int,
+        hot_start: date,
+    ) -> list[HotEntry]:
+        """Redis for the hot window (and whatever it holds), PostgreSQL for older dates or a
+        cold index; merged by id, the higher version winning, in (date, id) order."""
+        hot = await self.hot.list_range(email, first, last)
+        merged: dict[str, HotEntry] = {h.entry.id: h for h in hot or []}
+        cold_last = last if hot is None else min(last, hot_start - timedelta(days=1))
+        if first <= cold_last:
+            stored = await self.entries.list_range(email, first, cold_last, after, limit)
+            newer = await self._newer_in_redis([e for e in stored if e.id not in merged])
+            for entry in stored:
+                if entry.id in merged:
+                    continue
+                current = newer.get(entry.id)
+                if current is None:
+                    merged[entry.id] = HotEntry(entry, True)
+                elif not current.entry.deleted and first <= current.entry.day <= last:
+                    merged[entry.id] = current
+        ordered = sorted(merged.values(), key=lambda h: (h.entry.date, h.entry.id))
+        if after is not None:
+            cursor = (after[0].isoformat(), after[1])
+            ordered = [h for h in ordered if (h.entry.date, h.entry.id) > cursor]
+        return [h for h in ordered if h.entry.email == email][:limit]
+
+    async def _newer_in_redis(self, stored: list[Entry]) -> dict[str, HotEntry]:
+        """Entries Redis holds in a newer version than PostgreSQL (changes not drained yet)."""
+        if not stored:
+            return {}
+        async with self.hot.redis.pipeline(transaction=False) as pipe:
+            for entry in stored:
+                pipe.hgetall(entry_key(entry.id))
+            hashes = await pipe.execute()
+        newer: dict[str, HotEntry] = {}
+        for entry, data in zip(stored, hashes, strict=True):
+            if data and int(data.get("version", 0)) > entry.version:
+                newer[entry.id] = HotEntry.from_hash(data)
+        return newer
+
+    async def ListProjects(self, request: pb.ListProjectsRequest, context: Any) -> Any:
+        email = current_user_email()
+        try:
+            records = await self.projects.for_user(email)
+        except RedisError:
+            raise Unavailable("the project cache (Redis) is unavailable; retry") from None
+        except (OSError, asyncpg.PostgresError):
+            raise Unavailable("the project store is unavailable; retry") from None
+        return pb.ListProjectsResponse(projects=[
+            pb.Project(project_id=p.project_id, name=p.name, status=p.status) for p in records])
+
+    # -- admin ------------------------------------------------------------------------------
+
+    async def GetSyncBacklog(self, request: pb.GetSyncBacklogRequest, context: Any) -> Any:
+        targets = []
+        for backlog in await self.outbox.backlog():
+            self.metrics.backlog.labels(backlog.target).set(backlog.pending)
+            targets.append(pb.SinkBacklog(
+                target=backlog.target, pending_count=backlog.pending,
+                oldest_pending_age=duration(backlog.oldest_age_seconds),
+                failed_count=backlog.failed,
+                failed=[pb.DeadLetter(
+                    entry_id=letter["entry"]["id"], version=letter["entry"]["version"],
+                    reason=letter["reason"],
+                    fail_time=timestamp(datetime.fromtimestamp(letter["time"], UTC)),
+                ) for letter in backlog.dead_letters],
+            ))
+        return pb.GetSyncBacklogResponse(targets=targets)
+
+    async def RetryDeadLetters(self, request: pb.RetryDeadLettersRequest, context: Any) -> Any:
+        if request.target and request.target not in self.outbox.groups:
+            raise InvalidArgument("target", f"must be one of {', '.join(self.outbox.groups)}")
+        moved = 0
+        for group in [request.target] if request.target else self.outbox.groups:
+            moved += await self.outbox.retry_dead_letters(group)
+        return pb.RetryDeadLettersResponse(requeued_count=moved)

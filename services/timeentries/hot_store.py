@@ -1,0 +1,304 @@
+"""Redis: the hot copy of recent entries and the durable outbox, written in one script.
+
+Keys (seed names kept where the seed system had them)::
+
+    entry:{uuid}                        hash: the entry, its version, sink flags pg/zoho, synced
+    user:{email}:entries:by-date        sorted set: entry ids scored by day number (date order)
+    user:{email}:entries:unsynced       set: ids whose current version is not in every sink
+    user:{email}:projects               set: project ids the user may use (+ a "loaded" marker)
+    timeentries:outbox                  stream: one message per accepted version (JSON entry)
+    timeentries:idempotency:{email}:{request id}  string: the entry id a request created
+    timeentries:nudges                  counter: bumped by a write of a user with unsynced entries
+
+Every write is one Lua script, so the hash, the index, the TTLs and the outbox message are
+written together or not at all (and, with AOF ``appendfsync always``, are on disk before the
+caller is answered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from services.timeentries.model import Entry
+
+__all__ = [
+    "NUDGES",
+    "OUTBOX",
+    "PROJECTS_LOADED",
+    "HotEntry",
+    "HotStore",
+    "WriteResult",
+    "by_date_key",
+    "entry_key",
+    "projects_key",
+    "unsynced_key",
+]
+
+OUTBOX = "timeentries:outbox"
+NUDGES = "timeentries:nudges"
+PROJECTS_LOADED = "-"  # member of user:{email}:projects meaning "this set was loaded"
+IDEMPOTENCY_TTL = 24 * 3600
+
+
+def entry_key(entry_id: str) -> str:
+    return f"entry:{entry_id}"
+
+
+def by_date_key(email: str) -> str:
+    return f"user:{email}:entries:by-date"
+
+
+def unsynced_key(email: str) -> str:
+    return f"user:{email}:entries:unsynced"
+
+
+def projects_key(email: str) -> str:
+    return f"user:{email}:projects"
+
+
+def idempotency_key(email: str, request_id: str) -> str:
+    return f"timeentries:idempotency:{email}:{request_id}"
+
+
+# Builds the outbox payload from the entry hash `h` (a flat HGETALL list turned into a table).
+_PRELUDE = """
+local function as_table(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+local function payload(t)
+  return cjson.encode({
+    id = t.id, email = t.email, project_id = t.project_id, date = t.date,
+    minutes = tonumber(t.minutes), description = t.description, billable = t.billable == '1',
+    version = tonumber(t.version), deleted = t.deleted == '1',
+    create_time = t.create_time, update_time = t.update_time})
+end
+local function check_project(projects_key, project)
+  if redis.call('EXISTS', projects_key) == 0 then return 'cold' end
+  if redis.call('SISMEMBER', projects_key, project) == 0 then return 'noaccess' end
+  return nil
+end
+local function pending(unsynced_key, nudges_key, email, id, ttl)
+  if redis.call('SCARD', unsynced_key) > 0 then redis.call('INCR', nudges_key) end
+  redis.call('SADD', unsynced_key, id)
+  redis.call('EXPIRE', unsynced_key, ttl)
+end
+"""
+
+# KEYS: entry, by-date, outbox, idempotency, projects, unsynced, nudges
+# ARGV: id, email, project, date, minutes, description, billable, score, now, ttl,
+#       use idempotency (1/0), idempotency ttl
+_CREATE = _PRELUDE + """
+if ARGV[11] == '1' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then return {'duplicate', existing} end
+end
+local problem = check_project(KEYS[5], ARGV[3])
+if problem then return {problem} end
+local fields = {'id', ARGV[1], 'email', ARGV[2], 'project_id', ARGV[3], 'date', ARGV[4],
+  'minutes', ARGV[5], 'description', ARGV[6], 'billable', ARGV[7], 'version', '1',
+  'deleted', '0', 'create_time', ARGV[9], 'update_time', ARGV[9], 'synced', '0', 'pg', '0',
+  'zoho', '0'}
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[10])
+redis.call('ZADD', KEYS[2], ARGV[8], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[10])
+pending(KEYS[6], KEYS[7], ARGV[2], ARGV[1], ARGV[10])
+redis.call('XADD', KEYS[3], '*', 'entry', payload(as_table(fields)))
+if ARGV[11] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[12]) end
+return {'ok'}
+"""
+
+# KEYS: entry, by-date, outbox, projects, unsynced, nudges
+# ARGV: email, expected version, now, ttl, delete (1/0), seed JSON ('' = none), new score
+#       ('' = date unchanged), then field/value pairs to change
+_CHANGE = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[6] == '' then return {'missing'} end
+  local seed = cjson.decode(ARGV[6])
+  redis.call('HSET', KEYS[1], 'id', seed.id, 'email', seed.email, 'project_id', seed.project_id,
+    'date', seed.date, 'minutes', tostring(seed.minutes), 'description', seed.description,
+    'billable', seed.billable and '1' or '0', 'version', tostring(seed.version),
+    'deleted', seed.deleted and '1' or '0', 'create_time', seed.create_time,
+    'update_time', seed.update_time, 'synced', '1', 'pg', '1', 'zoho', '1')
+end
+local t = as_table(redis.call('HGETALL', KEYS[1]))
+if t.email ~= ARGV[1] or t.deleted == '1' then return {'notfound'} end
+if t.version ~= ARGV[2] then return {'conflict', t.version} end
+local changes = {}
+for i = 8, #ARGV, 2 do
+  changes[#changes + 1] = ARGV[i]
+  changes[#changes + 1] = ARGV[i + 1]
+  t[ARGV[i]] = ARGV[i + 1]
+end
+if ARGV[5] ~= '1' and t.project_id ~= nil then
+  for i = 1, #changes, 2 do
+    if changes[i] == 'project_id' then
+      local problem = check_project(KEYS[4], changes[i + 1])
+      if problem then return {problem} end
+    end
+  end
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+t.version = tostring(version)
+t.update_time = ARGV[3]
+if ARGV[5] == '1' then
+  t.deleted = '1'
+  changes[#changes + 1] = 'deleted'
+  changes[#changes + 1] = '1'
+  redis.call('ZREM', KEYS[2], t.id)
+elseif ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[7], t.id)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'update_time', ARGV[3], 'synced', '0', 'pg', '0', 'zoho', '0',
+  unpack(changes))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+pending(KEYS[5], KEYS[6], ARGV[1], t.id, ARGV[4])
+redis.call('XADD', KEYS[3], '*', 'entry', payload(t))
+t.synced = '0'
+local flat = {'ok'}
+for k, v in pairs(t) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+return flat
+"""
+
+# KEYS: entry, unsynced. ARGV: sink flag ('pg' | 'zoho'), version, id.
+# Marks that a sink has the entry's current version; both sinks → synced.
+_MARK = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if not v then redis.call('SREM', KEYS[2], ARGV[3]) return 0 end
+if v ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+local other = ARGV[1] == 'pg' and 'zoho' or 'pg'
+if redis.call('HGET', KEYS[1], other) == '1' then
+  redis.call('HSET', KEYS[1], 'synced', '1')
+  redis.call('SREM', KEYS[2], ARGV[3])
+  return 2
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class HotEntry:
+    entry: Entry
+    synced: bool
+
+    @classmethod
+    def from_hash(cls, data: dict[str, Any]) -> HotEntry:
+        return cls(Entry.from_mapping(data), data.get("synced") == "1")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write script said: ``ok``, ``duplicate``, ``cold``, ``noaccess``, ``missing``,
+    ``notfound`` or ``conflict``; with the entry (ok), the existing id (duplicate) or the
+    current version (conflict)."""
+
+    outcome: str
+    hot: HotEntry | None = None
+    existing_id: str = ""
+    current_version: int = 0
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+class HotStore:
+    def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl_seconds = ttl_seconds
+        self._create = redis.register_script(_CREATE)
+        self._change = redis.register_script(_CHANGE)
+        self._mark = redis.register_script(_MARK)
+
+    async def create(self, entry: Entry, request_id: str = "") -> WriteResult:
+        email = entry.email
+        result = await self._create(
+            keys=[entry_key(entry.id), by_date_key(email), OUTBOX,
+                  idempotency_key(email, request_id), projects_key(email), unsynced_key(email),
+                  NUDGES],
+            args=[entry.id, email, entry.project_id, entry.date, entry.minutes,
+                  entry.description, "1" if entry.billable else "0", entry.day.toordinal(),
+                  entry.create_time, self.ttl_seconds, "1" if request_id else "0",
+                  IDEMPOTENCY_TTL],
+        )
+        if result[0] == "ok":
+            return WriteResult("ok", HotEntry(entry, False))
+        if result[0] == "duplicate":
+            return WriteResult("duplicate", existing_id=result[1])
+        return WriteResult(result[0])
+
+    async def change(
+        self, entry_id: str, email: str, expected_version: int, now: str, *,
+        delete: bool = False, changes: dict[str, str] | None = None, seed: Entry | None = None,
+    ) -> WriteResult:
+        changes = changes or {}
+        score = str(date.fromisoformat(changes["date"]).toordinal()) if "date" in changes else ""
+        flat = [item for pair in changes.items() for item in pair]
+        result = await self._change(
+            keys=[entry_key(entry_id), by_date_key(email), OUTBOX, projects_key(email),
+                  unsynced_key(email), NUDGES],
+            args=[email, str(expected_version), now, self.ttl_seconds, "1" if delete else "0",
+                  seed.to_json() if seed else "", score, *flat],
+        )
+        if result[0] == "ok":
+            return WriteResult("ok", HotEntry.from_hash(_pairs(result[1:])))
+        if result[0] == "conflict":
+            return WriteResult("conflict", current_version=int(result[1]))
+        return WriteResult(result[0])
+
+    async def get(self, entry_id: str) -> HotEntry | None:
+        data = await self.redis.hgetall(entry_key(entry_id))
+        return HotEntry.from_hash(data) if data else None
+
+    async def list_range(
+        self, email: str, first: date, last: date, cap: int = 5000
+    ) -> list[HotEntry] | None:
+        """The user's entries dated first..last (date, id order); None when the user's index
+        is not in Redis at all (cold: read PostgreSQL instead)."""
+        index = by_date_key(email)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(index)
+            pipe.zrangebyscore(index, first.toordinal(), last.toordinal(), start=0, num=cap)
+            exists, ids = await pipe.execute()
+        if not exists:
+            return None
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.hgetall(entry_key(entry_id))
+            hashes = await pipe.execute()
+        found: list[HotEntry] = []
+        expired: list[str] = []
+        for entry_id, data in zip(ids, hashes, strict=True):
+            if data:
+                found.append(HotEntry.from_hash(data))
+            else:
+                expired.append(entry_id)
+        if expired:
+            await self.redis.zrem(index, *expired)
+        return found
+
+    async def mark_synced(self, sink_flag: str, entries: list[Entry]) -> None:
+        """Tells each entry's hash that ``sink_flag`` ('pg' or 'zoho') has its version."""
+        if not entries:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                await self._mark(
+                    keys=[entry_key(entry.id), unsynced_key(entry.email)],
+                    args=[sink_flag, str(entry.version), entry.id], client=pipe,
+                )
+            await pipe.execute()
+
+    async def remember_request(self, email: str, request_id: str) -> str | None:
+        value: str | None = await self.redis.get(idempotency_key(email, request_id))
+        return value
