@@ -1,0 +1,69 @@
+"""The scheduler's own settings (the jobs themselves come from the jobs file, see config.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import env
+
+__all__ = ["DEFAULT_JOBS_FILE", "SchedulerSettings"]
+
+DEFAULT_JOBS_FILE = Path(__file__).parent / "jobs.toml"
+
+
+def _check_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"off", "warn", "strict"}:
+        raise ValueError("expected off, warn or strict")
+    return value
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    jobs_file: str = env(
+        "SCHEDULER_JOBS_FILE", default=str(DEFAULT_JOBS_FILE),
+        help="TOML (.toml) or YAML (.yaml/.yml) file of jobs",
+    )
+    target_check: str = env(
+        "SCHEDULER_TARGET_CHECK", default="warn", parse=_check_mode,
+        help="at start, check every enabled job's target answers: warn (log), strict (refuse "
+             "to start), off",
+    )
+    target_wait_seconds: float = env(
+        "SCHEDULER_TARGET_WAIT_SECONDS", default=15.0,
+        help="how long the start check waits for targets that are still starting",
+    )
+    poll_seconds: float = env(
+        "SCHEDULER_POLL_SECONDS", default=1.0, parse=_positive,
+        help="longest sleep between two ticks (takeovers are looked for every tick)",
+    )
+    lease_seconds: float = env(
+        "SCHEDULER_LEASE_SECONDS", default=30.0, parse=_positive,
+        help="a run whose replica has not renewed its lease for this long is taken over",
+    )
+    heartbeat_seconds: float = env(
+        "SCHEDULER_HEARTBEAT_SECONDS", default=5.0, parse=_positive,
+        help="how often a replica renews the leases of its runs",
+    )
+    misfire_grace_seconds: float = env(
+        "SCHEDULER_MISFIRE_GRACE_SECONDS", default=60.0,
+        help="a due time fired this late still counts as on time; the least catch-up window",
+    )
+    run_retention_days: int = env(
+        "SCHEDULER_RUN_RETENTION_DAYS", default=90,
+        help="the scheduler's `prune-runs` sync scope deletes finished runs older than this",
+    )
+    replica: str = env(
+        "SCHEDULER_REPLICA", default=f"{socket.gethostname()}:{os.getpid()}",
+        help="this replica's name in claimed runs",
+    )
