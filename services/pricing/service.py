@@ -27,8 +27,12 @@ ARBITRAGE_MAX_LIMIT = 1000
 CENT = Decimal("0.01")
 
 
-def _text(amount: Decimal | None) -> str:
+def _text(amount: Decimal | str | None) -> str:
     return "" if amount is None else str(amount)
+
+
+def _decimal(amount: str | None) -> Decimal | None:
+    return None if amount is None else Decimal(amount)
 
 
 def _money(value: Decimal | float | None) -> str:
@@ -123,11 +127,11 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             product=_product_pb(product),
             prices=[
                 pb.VariantPrice(
-                    product_id=row.product_id, variant_id=row.variant_id,
+                    product_id=product.product_id, variant_id=row.variant_id,
                     variant_value=row.variant_value, currency_code=row.currency_code,
-                    lowest_ask=_text(row.lowest_ask), highest_bid=_text(row.highest_bid),
-                    last_sale=_text(row.last_sale), sell_faster=_text(row.sell_faster),
-                    earn_more=_text(row.earn_more), flex_lowest_ask=_text(row.flex_lowest_ask),
+                    lowest_ask=row.lowest_ask or "", highest_bid=row.highest_bid or "",
+                    last_sale=row.last_sale or "", sell_faster=row.sell_faster or "",
+                    earn_more=row.earn_more or "", flex_lowest_ask=row.flex_lowest_ask or "",
                     snapshot_time=timestamp(row.snapshot_time),
                     age_seconds=max(0.0, (now - row.snapshot_time).total_seconds()),
                 )
@@ -147,7 +151,8 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         used_as_of = [rates[code][1] for code in {row.currency_code for row in rows} | {base}
                       if code in rates]
 
-        def convert(amount: Decimal | None, currency: str) -> Decimal | None:
+        def convert(text: str | None, currency: str) -> Decimal | None:
+            amount = _decimal(text)
             if amount is None:
                 return None
             if currency in rates:

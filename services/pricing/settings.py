@@ -74,6 +74,8 @@ class PricingSettings:
     sandbox_url: str = env("STOCKX_SANDBOX_URL", default=SANDBOX_DEFAULT_URL)
     rate_per_second: float = env("STOCKX_RATE_PER_SECOND", default=1.0,
                                  help="our pacing; StockX publishes 1 request/s")
+    pacing_margin_ms: float = env("STOCKX_PACING_MARGIN_MS", default=5.0,
+                                  help="added to each request interval against jitter")
     daily_limit: int = env("STOCKX_DAILY_LIMIT", default=25000)
     request_timeout_seconds: float = env("STOCKX_TIMEOUT_SECONDS", default=30.0)
     max_attempts: int = env("STOCKX_MAX_ATTEMPTS", default=4)
@@ -115,8 +117,9 @@ class PricingSettings:
             problems.append("PRICING_CONCURRENCY must be at least 1")
         if self.max_products_per_run < 1:
             problems.append("PRICING_MAX_PRODUCTS_PER_RUN must be at least 1")
-        if self.rate_per_second <= 0:
-            problems.append("STOCKX_RATE_PER_SECOND must be positive")
+        if self.rate_per_second <= 0 or self.pacing_margin_ms < 0:
+            problems.append("STOCKX_RATE_PER_SECOND must be positive, "
+                            "STOCKX_PACING_MARGIN_MS not negative")
         if self.time_budget_seconds <= 0 or self.staleness_hours < 0 or self.retention_days <= 0:
             problems.append("PRICING_TIME_BUDGET_SECONDS and PRICING_RETENTION_DAYS must be "
                             "positive, PRICING_STALENESS_HOURS not negative")

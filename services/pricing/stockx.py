@@ -314,18 +314,18 @@ def create_stockx_client(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
-    pacing_margin: float = 0.05,
     retry: RetryPolicy | None = None,
 ) -> StockXClient:
-    """A client paced a little under ``settings.rate_per_second`` (``pacing_margin``), so that
-    network jitter never makes two requests arrive closer than the published limit."""
+    """A client paced at ``settings.rate_per_second`` with ``pacing_margin_ms`` added to every
+    interval, so that jitter between our send and the API's receive never makes two requests
+    arrive closer than the published limit (which would cost a 429 and its Retry-After)."""
     headers = {"x-api-key": connection.api_key.reveal(), "accept": "application/json"}
     api_http = create_http_client(
         connection.base_url + "/", timeout=settings.request_timeout_seconds, headers=headers,
         transport=transport,
     )
-    bucket = TokenBucket(settings.rate_per_second * (1.0 - pacing_margin), 1.0,
-                         clock=clock, sleep=sleep)
+    interval = 1.0 / settings.rate_per_second + settings.pacing_margin_ms / 1000.0
+    bucket = TokenBucket(1.0 / interval, 1.0, clock=clock, sleep=sleep)
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts, base_delay=0.5,
                                  max_delay=30.0)
     api = UpstreamClient(

@@ -62,16 +62,17 @@ class ProductRow:
 
 @dataclass(frozen=True, slots=True)
 class LatestRow:
-    product_id: str
+    """One latest price; amounts are decimal strings, None when the market has none."""
+
     variant_id: str
     variant_value: str
     currency_code: str
-    lowest_ask: Decimal | None
-    highest_bid: Decimal | None
-    sell_faster: Decimal | None
-    earn_more: Decimal | None
-    flex_lowest_ask: Decimal | None
-    last_sale: Decimal | None
+    lowest_ask: str | None
+    highest_bid: str | None
+    sell_faster: str | None
+    earn_more: str | None
+    flex_lowest_ask: str | None
+    last_sale: str | None
     snapshot_time: datetime
 
 
@@ -116,55 +117,65 @@ WHERE latest.snapshot_time < EXCLUDED.snapshot_time
 RETURNING (xmax = 0) AS inserted
 """
 
+# Amounts come back as text (what the API answers), sparing a Decimal per amount.
 _LATEST_PRICES = """
-SELECT l.product_id, l.variant_id, coalesce(v.variant_value, '') AS variant_value,
-       l.currency_code, l.lowest_ask, l.highest_bid, l.sell_faster, l.earn_more,
-       l.flex_lowest_ask, l.last_sale, l.snapshot_time
+SELECT l.variant_id, coalesce(v.variant_value, '') AS variant_value, l.currency_code,
+       l.lowest_ask::text, l.highest_bid::text, l.sell_faster::text, l.earn_more::text,
+       l.flex_lowest_ask::text, l.last_sale::text, l.snapshot_time
 FROM master_market_latest l
 LEFT JOIN product_variants v USING (product_id, variant_id)
 WHERE l.product_id = $1 AND l.currency_code = ANY($2::text[])
 ORDER BY l.variant_id, l.currency_code
 """
 
+# One pass over the fresh latest rows: per variant the lowest and highest converted ask, each
+# carried with its currency's position as a float pair (min/max of arrays compare the amount
+# first); only the top rows are joined back for their amounts and names.
 _ARBITRAGE = """
-WITH converted AS (
-    SELECT l.product_id, l.variant_id, l.currency_code, l.lowest_ask, l.snapshot_time,
-           (l.lowest_ask / f.units_per_usd * $4::numeric)::float8 AS converted
+WITH rates AS (
+    SELECT wanted.code AS currency_code, wanted.position,
+           $4::float8 / coalesce(f.units_per_usd, CASE WHEN wanted.code = 'USD' THEN 1 END)::float8
+               AS factor
+    FROM unnest($5::text[]) WITH ORDINALITY AS wanted(code, position)
+    LEFT JOIN fx_rates f ON f.currency_code = wanted.code
+), spreads AS (
+    SELECT l.product_id, l.variant_id,
+           min(ARRAY[l.lowest_ask::float8 * r.factor, r.position]) AS low,
+           max(ARRAY[l.lowest_ask::float8 * r.factor, r.position]) AS high,
+           min(l.snapshot_time) AS oldest
     FROM master_market_latest l
-    JOIN fx_rates f USING (currency_code)
-    WHERE l.snapshot_time > $1 AND l.lowest_ask > 0 AND l.currency_code = ANY($5::text[])
-), ranked AS (
-    SELECT *,
-           row_number() OVER w_up AS up, row_number() OVER w_down AS down,
-           count(*) OVER (PARTITION BY product_id, variant_id) AS regions,
-           min(snapshot_time) OVER (PARTITION BY product_id, variant_id) AS oldest
-    FROM converted
-    WINDOW w_up AS (PARTITION BY product_id, variant_id ORDER BY converted, currency_code),
-           w_down AS (PARTITION BY product_id, variant_id ORDER BY converted DESC, currency_code)
-), pairs AS (
-    SELECT buy.product_id, buy.variant_id, buy.currency_code AS buy_currency,
-           buy.lowest_ask AS buy_price, buy.converted AS buy_converted,
-           sell.currency_code AS sell_currency, sell.lowest_ask AS sell_price,
-           sell.converted AS sell_converted,
-           (sell.converted - buy.converted) / buy.converted * 100 AS spread, buy.oldest
-    FROM ranked buy
-    JOIN ranked sell ON sell.product_id = buy.product_id AND sell.variant_id = buy.variant_id
-                    AND sell.down = 1
-    WHERE buy.up = 1 AND buy.regions >= 2
+    JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
+    WHERE l.snapshot_time > $1 AND l.lowest_ask > 0
+    GROUP BY l.product_id, l.variant_id
+    HAVING count(*) >= 2
+), top AS (
+    SELECT product_id, variant_id, low[1] AS buy_converted, low[2]::int AS buy_position,
+           high[1] AS sell_converted, high[2]::int AS sell_position,
+           (high[1] - low[1]) / low[1] * 100 AS spread, oldest
+    FROM spreads
+    WHERE (high[1] - low[1]) / low[1] * 100 >= $2
+    ORDER BY spread DESC, product_id, variant_id
+    LIMIT $3
 )
-SELECT pairs.*, coalesce(v.variant_value, '') AS variant_value, coalesce(p.sku, '') AS sku,
+SELECT top.product_id, top.variant_id, top.buy_converted, top.sell_converted, top.spread,
+       top.oldest, ($5::text[])[top.buy_position] AS buy_currency,
+       ($5::text[])[top.sell_position] AS sell_currency,
+       buy.lowest_ask AS buy_price, sell.lowest_ask AS sell_price,
+       coalesce(v.variant_value, '') AS variant_value, coalesce(p.sku, '') AS sku,
        coalesce(p.title, '') AS title, coalesce(p.brand, '') AS brand
-FROM pairs
-LEFT JOIN product_variants v USING (product_id, variant_id)
-LEFT JOIN products p USING (product_id)
-WHERE pairs.spread >= $2
-ORDER BY pairs.spread DESC, pairs.product_id, pairs.variant_id
-LIMIT $3
+FROM top
+JOIN master_market_latest buy ON buy.product_id = top.product_id
+    AND buy.variant_id = top.variant_id AND buy.currency_code = ($5::text[])[top.buy_position]
+JOIN master_market_latest sell ON sell.product_id = top.product_id
+    AND sell.variant_id = top.variant_id AND sell.currency_code = ($5::text[])[top.sell_position]
+LEFT JOIN product_variants v ON v.product_id = top.product_id AND v.variant_id = top.variant_id
+LEFT JOIN products p ON p.product_id = top.product_id
+ORDER BY top.spread DESC, top.product_id, top.variant_id
 """
 
 
 def _latest_row(record: asyncpg.Record) -> LatestRow:
-    return LatestRow(**dict(record))
+    return LatestRow(*record)
 
 
 class PricingStore:

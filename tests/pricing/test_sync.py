@@ -143,16 +143,16 @@ async def test_latest_never_goes_backwards_in_time(store: PricingStore) -> None:
     older = await store.write_snapshots([_row("p1", "150", 5)])  # a late, older snapshot
     assert (older.snapshots, older.created, older.updated, older.stale) == (1, 0, 0, 1)
     latest = await store.latest_prices("p1", ["USD"])
-    assert latest[0].lowest_ask == Decimal("200")
+    assert latest[0].lowest_ask == "200"
     assert await store.snapshot_count() == 2  # the audit trail keeps both
     newest = await store.write_snapshots([_row("p1", "210", 0)])
     assert newest.updated == 1
-    assert (await store.latest_prices("p1", ["USD"]))[0].lowest_ask == Decimal("210")
+    assert (await store.latest_prices("p1", ["USD"]))[0].lowest_ask == "210"
     # within one batch the newest of the same key wins
     batch = await store.write_snapshots([_row("p2", "1", 0.5), _row("p2", "2", 0.1),
                                          _row("p2", "3", 0.9)])
     assert batch.snapshots == 3 and batch.created == 1
-    assert (await store.latest_prices("p2", ["USD"]))[0].lowest_ask == Decimal("2")
+    assert (await store.latest_prices("p2", ["USD"]))[0].lowest_ask == "2"
 
 
 async def test_retention_prunes_old_snapshots_only(
