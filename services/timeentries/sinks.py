@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -77,13 +78,14 @@ class ZohoSink:
 
     def __init__(
         self, redis: aioredis.Redis, client: ZohoClient, batch_size: int = 50,
-        concurrency: int = 4, lock_seconds: float = 120.0,
+        concurrency: int = 4, lock_seconds: float = 65.0,
     ) -> None:
         self.redis = redis
         self.client = client
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
         self._lock_ms = int(lock_seconds * 1000)
+        self._holder = uuid.uuid4().hex  # this sink's lock value: its own stale locks are retaken
         self._owners: dict[str, str] = {}
         self._owners_loaded = 0.0
 
@@ -109,7 +111,8 @@ class ZohoSink:
         """None when done, "retry" to try later, else why Zoho refused it for good."""
         async with self._slots:
             lock = _lock_key(entry.id)
-            if not await self.redis.set(lock, "1", nx=True, px=self._lock_ms):
+            if not await self.redis.set(lock, self._holder, nx=True, px=self._lock_ms) and (
+                    await self.redis.get(lock) != self._holder):
                 return "retry"  # another worker is pushing this entry right now
             try:
                 await self._push(entry)

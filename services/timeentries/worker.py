@@ -43,7 +43,8 @@ def build_workers(
     outbox = Outbox(redis, SINK_NAMES)
     sinks = [
         PostgresSink(EntryStore(pool), settings.batch_size),
-        ZohoSink(redis, zoho, settings.zoho_batch_size, settings.zoho_concurrency),
+        ZohoSink(redis, zoho, settings.zoho_batch_size, settings.zoho_concurrency,
+                 lock_seconds=4 * settings.zoho_timeout + 5),
     ]
     return [
         SinkWorker(redis, hot, outbox, sink, reclaim_idle=settings.reclaim_idle_seconds,
