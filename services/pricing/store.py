@@ -128,9 +128,8 @@ WHERE l.product_id = $1 AND l.currency_code = ANY($2::text[])
 ORDER BY l.variant_id, l.currency_code
 """
 
-# One pass over the fresh latest rows: per variant the lowest and highest converted ask, each
-# carried with its currency's position as a float pair (min/max of arrays compare the amount
-# first); only the top rows are joined back for their amounts and names.
+# One pass over the fresh latest rows with plain float aggregates (lowest and highest converted
+# ask per variant); only the top rows look up which regions those were, and their names.
 _ARBITRAGE = """
 WITH rates AS (
     SELECT wanted.code AS currency_code, wanted.position,
@@ -138,36 +137,40 @@ WITH rates AS (
                AS factor
     FROM unnest($5::text[]) WITH ORDINALITY AS wanted(code, position)
     LEFT JOIN fx_rates f ON f.currency_code = wanted.code
-), spreads AS (
-    SELECT l.product_id, l.variant_id,
-           min(ARRAY[l.lowest_ask::float8 * r.factor, r.position]) AS low,
-           max(ARRAY[l.lowest_ask::float8 * r.factor, r.position]) AS high,
-           min(l.snapshot_time) AS oldest
+), converted AS (
+    SELECT l.product_id, l.variant_id, l.snapshot_time, l.lowest_ask::float8 * r.factor
+               AS converted
     FROM master_market_latest l
     JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
     WHERE l.snapshot_time > $1 AND l.lowest_ask > 0
-    GROUP BY l.product_id, l.variant_id
-    HAVING count(*) >= 2
 ), top AS (
-    SELECT product_id, variant_id, low[1] AS buy_converted, low[2]::int AS buy_position,
-           high[1] AS sell_converted, high[2]::int AS sell_position,
-           (high[1] - low[1]) / low[1] * 100 AS spread, oldest
-    FROM spreads
-    WHERE (high[1] - low[1]) / low[1] * 100 >= $2
+    SELECT product_id, variant_id, min(converted) AS low, max(converted) AS high,
+           (max(converted) - min(converted)) / min(converted) * 100 AS spread,
+           min(snapshot_time) AS oldest
+    FROM converted
+    GROUP BY product_id, variant_id
+    HAVING count(*) >= 2 AND (max(converted) - min(converted)) / min(converted) * 100 >= $2
     ORDER BY spread DESC, product_id, variant_id
     LIMIT $3
 )
-SELECT top.product_id, top.variant_id, top.buy_converted, top.sell_converted, top.spread,
-       top.oldest, ($5::text[])[top.buy_position] AS buy_currency,
-       ($5::text[])[top.sell_position] AS sell_currency,
-       buy.lowest_ask AS buy_price, sell.lowest_ask AS sell_price,
+SELECT top.product_id, top.variant_id, top.low AS buy_converted, top.high AS sell_converted,
+       top.spread, top.oldest, buy.currency_code AS buy_currency, buy.lowest_ask AS buy_price,
+       sell.currency_code AS sell_currency, sell.lowest_ask AS sell_price,
        coalesce(v.variant_value, '') AS variant_value, coalesce(p.sku, '') AS sku,
        coalesce(p.title, '') AS title, coalesce(p.brand, '') AS brand
 FROM top
-JOIN master_market_latest buy ON buy.product_id = top.product_id
-    AND buy.variant_id = top.variant_id AND buy.currency_code = ($5::text[])[top.buy_position]
-JOIN master_market_latest sell ON sell.product_id = top.product_id
-    AND sell.variant_id = top.variant_id AND sell.currency_code = ($5::text[])[top.sell_position]
+CROSS JOIN LATERAL (
+    SELECT l.currency_code, l.lowest_ask FROM master_market_latest l
+    JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
+    WHERE l.product_id = top.product_id AND l.variant_id = top.variant_id
+      AND l.snapshot_time > $1 AND l.lowest_ask > 0
+    ORDER BY l.lowest_ask::float8 * r.factor, r.position LIMIT 1) buy
+CROSS JOIN LATERAL (
+    SELECT l.currency_code, l.lowest_ask FROM master_market_latest l
+    JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
+    WHERE l.product_id = top.product_id AND l.variant_id = top.variant_id
+      AND l.snapshot_time > $1 AND l.lowest_ask > 0
+    ORDER BY l.lowest_ask::float8 * r.factor DESC, r.position LIMIT 1) sell
 LEFT JOIN product_variants v ON v.product_id = top.product_id AND v.variant_id = top.variant_id
 LEFT JOIN products p ON p.product_id = top.product_id
 ORDER BY top.spread DESC, top.product_id, top.variant_id
