@@ -92,9 +92,12 @@ class BulkTable:
     def _missing(self) -> str:
         keys = ", ".join(f"${2 + i}::{c.pg_type}[]" for i, c in enumerate(self.keys))
         names = ", ".join(quote_ident(c.name) for c in self.keys)
+        columns = ", ".join(f"t.{quote_ident(c.name)}" for c in self.keys)
+        # NOT IN over a subquery becomes a hashed subplan (linear); NOT EXISTS over unnest can
+        # be planned as a nested loop (quadratic in the number of keys).
         return (
-            f"t.integration_id = $1 AND t.deleted_at IS NULL AND NOT EXISTS"
-            f" (SELECT 1 FROM unnest({keys}) AS s({names}) WHERE {self._key_match('t', 's')})"
+            f"t.integration_id = $1 AND t.deleted_at IS NULL AND ({columns}) NOT IN"
+            f" (SELECT {names} FROM unnest({keys}) AS s({names}))"
         )
 
     @property

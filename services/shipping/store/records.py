@@ -70,6 +70,25 @@ def like_prefix(text: str) -> str:
     return escaped + "%"
 
 
+class _Where:
+    """AND-ed conditions from fixed SQL fragments, values always as $n parameters."""
+
+    def __init__(self, integration_id: uuid.UUID, column: str = "integration_id") -> None:
+        self.args: list[Any] = [integration_id]
+        self.conditions = [f"{column} = $1"]
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, fragment: str, *values: Any) -> None:
+        self.conditions.append(fragment.format(*(self.param(value) for value in values)))
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.conditions)
+
+
 class ShippingStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -158,21 +177,36 @@ class ShippingStore:
         self, integration_id: uuid.UUID, *, sku: str, name_prefix: str, include_deleted: bool,
         limit: int, after: tuple[str, int] | None,
     ) -> list[asyncpg.Record]:
+        # Only the filters asked for are in the statement, so each variant gets a plan that
+        # uses its index (a generic plan of "$2 = '' OR sku = $2" scans the table).
+        where = _Where(integration_id)
+        if sku:
+            where.add("sku = {}", sku)
+        if name_prefix:
+            where.add("lower(name) LIKE lower({})", like_prefix(name_prefix))
+        if not include_deleted:
+            where.conditions.append("deleted_at IS NULL")
+        if after:
+            where.add("(sku, product_id) > ({}, {})", *after)
         return await self.pool.fetch(
             "SELECT product_id, sku, name, price, default_cost, weight_oz, active, created_at,"
-            " modified_at, deleted_at FROM products WHERE integration_id = $1"
-            " AND ($2 = '' OR sku = $2) AND ($3 = '' OR lower(name) LIKE lower($3))"
-            " AND ($4 OR deleted_at IS NULL)"
-            " AND ($5::text IS NULL OR (sku, product_id) > ($5, $6::bigint))"
-            " ORDER BY sku, product_id LIMIT $7",
-            integration_id, sku, like_prefix(name_prefix) if name_prefix else "",
-            include_deleted, after[0] if after else None, after[1] if after else None, limit,
+            f" modified_at, deleted_at FROM products WHERE {where.sql}"
+            f" ORDER BY sku, product_id LIMIT {where.param(limit)}", *where.args,
         )
 
     async def list_inventory(
         self, integration_id: uuid.UUID, *, sku: str, warehouse_id: str, location_id: str,
         limit: int, after: tuple[str, str, str] | None,
     ) -> list[asyncpg.Record]:
+        where = _Where(integration_id, "i.integration_id")
+        where.conditions.append("i.deleted_at IS NULL")
+        for column, value in (("i.sku", sku), ("i.inventory_warehouse_id", warehouse_id),
+                              ("i.inventory_location_id", location_id)):
+            if value:
+                where.add(column + " = {}", value)
+        if after:
+            where.add("(i.sku, i.inventory_warehouse_id, i.inventory_location_id)"
+                      " > ({}, {}, {})", *after)
         return await self.pool.fetch(
             "SELECT i.sku, i.inventory_warehouse_id, i.inventory_location_id, i.on_hand,"
             " i.allocated, i.available, i.average_cost, i.currency,"
@@ -182,14 +216,9 @@ class ShippingStore:
             "  AND w.inventory_warehouse_id = i.inventory_warehouse_id"
             " LEFT JOIN inventory_locations l ON l.integration_id = i.integration_id"
             "  AND l.inventory_location_id = i.inventory_location_id"
-            " WHERE i.integration_id = $1 AND i.deleted_at IS NULL"
-            " AND ($2 = '' OR i.sku = $2) AND ($3 = '' OR i.inventory_warehouse_id = $3)"
-            " AND ($4 = '' OR i.inventory_location_id = $4)"
-            " AND ($5::text IS NULL OR (i.sku, i.inventory_warehouse_id,"
-            "  i.inventory_location_id) > ($5, $6::text, $7::text))"
-            " ORDER BY i.sku, i.inventory_warehouse_id, i.inventory_location_id LIMIT $8",
-            integration_id, sku, warehouse_id, location_id,
-            *(after if after else (None, None, None)), limit,
+            f" WHERE {where.sql}"
+            " ORDER BY i.sku, i.inventory_warehouse_id, i.inventory_location_id"
+            f" LIMIT {where.param(limit)}", *where.args,
         )
 
     # -- sync logs
