@@ -13,6 +13,7 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
@@ -165,5 +166,8 @@ async def backlog_drained(running: RunningService) -> bool:
     from services.timeentries.outbox import Outbox
     from services.timeentries.worker import SINK_NAMES
 
-    report = await Outbox(running.runtime.redis, SINK_NAMES).backlog()
+    try:
+        report = await Outbox(running.runtime.redis, SINK_NAMES).backlog()
+    except RedisError:  # a pooled connection to a Redis that restarted: ask again
+        return False
     return all(b.pending == 0 for b in report)
