@@ -1,0 +1,153 @@
+"""The Redis tier: a full snapshot of an entity, chunked, versioned, with a fetch lease.
+
+Keys (the seed's names): ``netsuite:customers:meta`` (JSON: version, chunks, total, fields,
+fetched_at, bytes) points at ``netsuite:customers:{version}:{n}`` chunks (JSON arrays of rows,
+values in ``fields`` order, about ``chunk_bytes`` each). A new version's chunks are written
+before its meta, and the old chunks expire a minute later, so a reader never sees a mix.
+Everything has the snapshot TTL (a week by default). ``netsuite:customers:lease`` is the
+cross-replica single-flight lease of an upstream fetch; ``netsuite:cache:generation`` moves on
+each ClearCache so every replica drops its index.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from services.catalog.records import EntitySpec, Record
+from services.catalog.search import collector_paused
+
+__all__ = ["SnapshotMeta", "SnapshotStore"]
+
+OLD_CHUNKS_GRACE_SECONDS = 60
+GENERATION_KEY = "netsuite:cache:generation"
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    version: int
+    chunks: int
+    total: int
+    fields: tuple[str, ...]
+    fetched_at: datetime
+    bytes: int
+
+    def as_json(self) -> str:
+        return json.dumps({"version": self.version, "chunks": self.chunks, "total": self.total,
+                           "fields": list(self.fields), "fetched_at": self.fetched_at.isoformat(),
+                           "bytes": self.bytes})
+
+    @classmethod
+    def from_json(cls, raw: str) -> SnapshotMeta:
+        data = json.loads(raw)
+        return cls(int(data["version"]), int(data["chunks"]), int(data["total"]),
+                   tuple(data["fields"]), datetime.fromisoformat(data["fetched_at"]),
+                   int(data.get("bytes", 0)))
+
+
+class SnapshotStore:
+    def __init__(self, redis: aioredis.Redis, *, chunk_bytes: int, ttl_seconds: int) -> None:
+        self._redis = redis
+        self.chunk_bytes = chunk_bytes
+        self.ttl_seconds = ttl_seconds
+
+    @staticmethod
+    def meta_key(spec: EntitySpec) -> str:
+        return f"netsuite:{spec.name}:meta"
+
+    @staticmethod
+    def chunk_key(spec: EntitySpec, version: int, number: int) -> str:
+        return f"netsuite:{spec.name}:{version}:{number}"
+
+    @staticmethod
+    def lease_key(spec: EntitySpec) -> str:
+        return f"netsuite:{spec.name}:lease"
+
+    async def meta(self, spec: EntitySpec) -> SnapshotMeta | None:
+        raw = await self._redis.get(self.meta_key(spec))
+        return SnapshotMeta.from_json(raw) if raw else None
+
+    async def ttl(self, spec: EntitySpec) -> float | None:
+        left = await self._redis.pttl(self.meta_key(spec))
+        return left / 1000 if left and left > 0 else None
+
+    async def write(self, spec: EntitySpec, records: list[Record],
+                    fetched_at: datetime) -> SnapshotMeta:
+        """Stores ``records`` as a new version and returns its meta."""
+        fields = spec.fields
+        rows = [[record.get(name) for name in fields] for record in records]
+        whole = json.dumps(rows, separators=(",", ":"))
+        chunks = max(1, math.ceil(len(whole) / self.chunk_bytes))
+        per_chunk = max(1, math.ceil(len(rows) / chunks)) if rows else 1
+        bodies = [whole] if chunks == 1 else [
+            json.dumps(rows[i:i + per_chunk], separators=(",", ":"))
+            for i in range(0, len(rows), per_chunk)
+        ]
+        version = int(await self._redis.incr(f"netsuite:{spec.name}:version"))
+        meta = SnapshotMeta(version, len(bodies), len(rows), fields, fetched_at, len(whole))
+        previous = await self.meta(spec)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for number, body in enumerate(bodies):
+                pipe.set(self.chunk_key(spec, version, number), body, ex=self.ttl_seconds)
+            pipe.set(self.meta_key(spec), meta.as_json(), ex=self.ttl_seconds)
+            if previous is not None:
+                for number in range(previous.chunks):
+                    pipe.expire(self.chunk_key(spec, previous.version, number),
+                                OLD_CHUNKS_GRACE_SECONDS)
+            await pipe.execute()
+        return meta
+
+    async def read(self, spec: EntitySpec) -> tuple[list[Record], SnapshotMeta] | None:
+        """The current snapshot, or None when there is none (or a chunk has gone)."""
+        meta = await self.meta(spec)
+        if meta is None or meta.fields != spec.fields:
+            return None
+        keys = [self.chunk_key(spec, meta.version, n) for n in range(meta.chunks)]
+        bodies = await self._redis.mget(keys) if keys else []
+        if any(body is None for body in bodies):
+            return None
+        fields = meta.fields
+        with collector_paused():
+            records = [dict(zip(fields, row, strict=True))
+                       for body in bodies for row in json.loads(body)]
+        return records, meta
+
+    async def clear(self, spec: EntitySpec) -> int:
+        """Deletes the snapshot (meta and every chunk of any version)."""
+        keys = [self.meta_key(spec)]
+        async for key in self._redis.scan_iter(match=f"netsuite:{spec.name}:*:*", count=500):
+            keys.append(key)
+        return int(await self._redis.delete(*keys))
+
+    async def generation(self) -> int:
+        return int(await self._redis.get(GENERATION_KEY) or 0)
+
+    async def next_generation(self) -> int:
+        return int(await self._redis.incr(GENERATION_KEY))
+
+    async def acquire_lease(self, spec: EntitySpec, token: str, seconds: float) -> bool:
+        return bool(await self._redis.set(self.lease_key(spec), token, nx=True,
+                                          px=int(seconds * 1000)))
+
+    async def lease_holder(self, spec: EntitySpec) -> str | None:
+        holder: Any = await self._redis.get(self.lease_key(spec))
+        return str(holder) if holder else None
+
+    async def release_lease(self, spec: EntitySpec, token: str) -> None:
+        await self._redis.eval(_RELEASE, 1, self.lease_key(spec), token)
+
+    async def ping(self) -> float:
+        started = time.perf_counter()
+        await self._redis.ping()
+        return time.perf_counter() - started
+

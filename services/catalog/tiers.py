@@ -1,0 +1,297 @@
+"""The three tiers of one entity, and how a replica keeps its index warm.
+
+    get_index()           the warm index at once; when cold, one load per process (single
+                          flight): Redis snapshot → PostgreSQL (served while NetSuite is
+                          fetched in the background: stale-while-revalidate) → NetSuite
+    fetch_upstream()      one NetSuite fetch across replicas (a Redis lease): the others wait
+                          for the snapshot it writes; writes index, Redis and PostgreSQL
+    publish(records)      after a sync: new index here, new snapshot for the other replicas
+    poll()                notices a newer snapshot version (or a ClearCache) from another replica
+
+A fetch that fails leaves the best tier answering; ``upstream_error`` says why and searches
+report it. Nothing here raises because Redis is down: the index keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.exceptions
+import structlog
+
+from services.catalog.netsuite import NetSuiteClient
+from services.catalog.records import EntitySpec, Record, parse_row
+from services.catalog.search import SearchIndex, build_index
+from services.catalog.snapshot import SnapshotStore
+from services.catalog.store import CatalogStore, IncomingRecord
+from shared.errors import Unavailable, UpstreamError
+from shared.metrics import Metrics
+
+__all__ = [
+    "FILTERS", "REDIS_ERRORS", "SOURCE_NETSUITE", "SOURCE_POSTGRES", "SOURCE_REDIS",
+    "EntityTiers", "TierOptions", "parse_rows",
+]
+
+log = structlog.get_logger("catalog.tiers")
+
+SOURCE_REDIS = "redis"
+SOURCE_POSTGRES = "postgres"
+SOURCE_NETSUITE = "netsuite"
+FILTERS = {"customers": ("country", "industry"), "items": ("item_type",)}
+# Redis being down or slow: the tier is skipped, never an error for callers.
+REDIS_ERRORS = (OSError, TimeoutError, redis.exceptions.RedisError)
+
+
+@dataclass(frozen=True)
+class TierOptions:
+    lease_seconds: float = 120.0
+    upstream_retry_seconds: float = 30.0
+    lease_poll_seconds: float = 0.2
+
+
+def parse_rows(spec: EntitySpec, rows: list[dict[str, object]], zone: object
+               ) -> tuple[list[IncomingRecord], int]:
+    """Rows as validated records; rows without a usable id are skipped (and counted)."""
+    incoming: list[IncomingRecord] = []
+    skipped = 0
+    for row in rows:
+        try:
+            parsed = parse_row(spec, row, zone)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            skipped += 1
+            continue
+        incoming.append(IncomingRecord(parsed.record, parsed.error))
+    return incoming, skipped
+
+
+class EntityTiers:
+    def __init__(
+        self, spec: EntitySpec, *, store: CatalogStore, snapshots: SnapshotStore,
+        client: NetSuiteClient, metrics: Metrics, options: TierOptions,
+        spawn: Callable[[Awaitable[None], str], object],
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.snapshots = snapshots
+        self.client = client
+        self.metrics = metrics
+        self.options = options
+        self._spawn = spawn
+        self.index: SearchIndex | None = None
+        self._loading: asyncio.Task[SearchIndex] | None = None
+        self._fetching: asyncio.Task[SearchIndex] | None = None
+        self.upstream_error = ""
+        self.upstream_failed_at: float | None = None
+        self.upstream_fetches = 0  # fetches this replica made (leases it won)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def get_index(self) -> SearchIndex:
+        index = self.index
+        if index is not None:
+            if index.source == SOURCE_POSTGRES:
+                self._revalidate()
+            return index
+        self.metrics.cache_hit(f"index:{self.spec.name}", "miss")
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.create_task(self._cold_load(), name=f"load-{self.spec.name}")
+        return await asyncio.shield(self._loading)
+
+    @property
+    def upstream_down(self) -> bool:
+        return self.upstream_failed_at is not None
+
+    async def _cold_load(self) -> SearchIndex:
+        started = time.perf_counter()
+        index = await self.load_from_redis()
+        if index is not None:
+            log.info("tier_loaded", entity=self.spec.name, tier=SOURCE_REDIS, records=len(index),
+                     duration_s=round(time.perf_counter() - started, 3))
+            return index
+        index = await self.load_from_database()
+        if index is not None:
+            log.info("tier_loaded", entity=self.spec.name, tier=SOURCE_POSTGRES,
+                     records=len(index), duration_s=round(time.perf_counter() - started, 3))
+            self._revalidate()
+            return index
+        index = await self.fetch_upstream()
+        log.info("tier_loaded", entity=self.spec.name, tier=SOURCE_NETSUITE, records=len(index),
+                 duration_s=round(time.perf_counter() - started, 3))
+        return index
+
+    async def _build(self, records: list[Record], version: int, source: str,
+                     fetched_at: datetime | None) -> SearchIndex:
+        return await asyncio.to_thread(
+            build_index, self.spec, records, version=version, source=source,
+            fetched_at=fetched_at, filters=FILTERS[self.spec.name],
+        )
+
+    def install(self, index: SearchIndex) -> None:
+        self.index = index
+        self.metrics.cache_hit(f"index:{self.spec.name}", f"installed:{index.source}")
+
+    async def load_from_redis(self) -> SearchIndex | None:
+        try:
+            found = await self.snapshots.read(self.spec)
+        except REDIS_ERRORS as error:
+            log.warning("redis_unavailable", entity=self.spec.name, error=type(error).__name__)
+            return None
+        if found is None:
+            return None
+        records, meta = found
+        index = await self._build(records, meta.version, SOURCE_REDIS, meta.fetched_at)
+        self.install(index)
+        return index
+
+    async def load_from_database(self) -> SearchIndex | None:
+        try:
+            records, synced = await self.store.load(self.spec)
+        except (OSError, TimeoutError) as error:
+            log.warning("database_unavailable", entity=self.spec.name, error=type(error).__name__)
+            return None
+        except Exception as error:  # asyncpg errors: the tier is not usable now
+            log.warning("database_unavailable", entity=self.spec.name, error=type(error).__name__)
+            return None
+        if not records:
+            return None
+        index = await self._build(records, 0, SOURCE_POSTGRES, synced)
+        self.install(index)
+        return index
+
+    # -- the upstream fetch (single flight here, a lease across replicas) -------------------------
+
+    def _revalidate(self) -> None:
+        """Starts one background fetch, unless one runs or the last failed too recently."""
+        if self._fetching is not None and not self._fetching.done():
+            return
+        failed = self.upstream_failed_at
+        if failed is not None and time.monotonic() - failed < self.options.upstream_retry_seconds:
+            return
+
+        async def revalidate() -> None:
+            try:
+                await self.fetch_upstream()
+            except Unavailable:
+                pass  # recorded in upstream_error; the fallback tier keeps answering
+
+        self._spawn(revalidate(), f"revalidate-{self.spec.name}")
+
+    async def fetch_upstream(self) -> SearchIndex:
+        if self._fetching is None or self._fetching.done():
+            self._fetching = asyncio.create_task(self._fetch_once(),
+                                                 name=f"fetch-{self.spec.name}")
+        return await asyncio.shield(self._fetching)
+
+    async def _fetch_once(self) -> SearchIndex:
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.options.lease_seconds
+        known = self.index.version if self.index is not None else 0
+        while True:
+            try:
+                leased = await self.snapshots.acquire_lease(
+                    self.spec, token, self.options.lease_seconds)
+            except REDIS_ERRORS:
+                leased = True  # no Redis, no lease: this replica fetches on its own
+                token = ""
+            if leased:
+                break
+            # another replica is fetching: wait for the snapshot it will write
+            await asyncio.sleep(self.options.lease_poll_seconds)
+            try:
+                meta = await self.snapshots.meta(self.spec)
+            except REDIS_ERRORS:
+                meta = None
+            if meta is not None and meta.version > known:
+                index = await self.load_from_redis()
+                if index is not None:
+                    return index
+            if time.monotonic() > deadline:
+                raise Unavailable(f"NetSuite {self.spec.name}: another replica's fetch did not"
+                                  " finish in time")
+        try:
+            return await self._fetch_and_store()
+        finally:
+            if token:
+                try:
+                    await self.snapshots.release_lease(self.spec, token)
+                except REDIS_ERRORS:
+                    pass
+
+    async def _fetch_and_store(self) -> SearchIndex:
+        started = time.perf_counter()
+        self.upstream_fetches += 1
+        try:
+            rows = await self.client.fetch(self.spec)
+        except UpstreamError as error:
+            self.upstream_failed_at = time.monotonic()
+            self.upstream_error = error.message
+            log.warning("upstream_fetch_failed", entity=self.spec.name, error=error.message)
+            if self.index is not None:
+                return self.index
+            raise Unavailable(
+                f"NetSuite is unavailable and no tier holds {self.spec.name} yet"
+            ) from None
+        self.upstream_failed_at = None
+        self.upstream_error = ""
+        fetched_at = datetime.now(UTC)
+        incoming, _ = await asyncio.to_thread(parse_rows, self.spec, rows, self.client.zone)
+        records = [item.record for item in incoming if not item.error]
+        index = await self.publish(records, fetched_at, SOURCE_NETSUITE)
+        self._spawn(self._persist(incoming), f"persist-{self.spec.name}")
+        log.info("upstream_fetched", entity=self.spec.name, records=len(records),
+                 duration_s=round(time.perf_counter() - started, 3))
+        return index
+
+    async def _persist(self, incoming: list[IncomingRecord]) -> None:
+        """Writes a fetched data set to PostgreSQL (the fallback tier) as a bulk delta."""
+        result = await self.store.apply(self.spec, incoming, delete_missing=True)
+        log.info("fetch_persisted", entity=self.spec.name, created=result.created,
+                 updated=result.updated, deleted=result.deleted, failed=result.failed,
+                 duration_s=round(result.seconds, 3))
+
+    async def publish(self, records: list[Record], fetched_at: datetime,
+                      source: str = SOURCE_NETSUITE) -> SearchIndex:
+        """A new data set: snapshot in Redis (other replicas follow), index here."""
+        version = 0
+        try:
+            meta = await self.snapshots.write(self.spec, records, fetched_at)
+            version = meta.version
+        except REDIS_ERRORS as error:
+            log.warning("snapshot_write_failed", entity=self.spec.name,
+                        error=type(error).__name__)
+        index = await self._build(records, version, source, fetched_at)
+        self.install(index)
+        return index
+
+    async def refresh_from_database(self) -> SearchIndex | None:
+        """After a sync: the full data set from PostgreSQL, published to every replica."""
+        records, _ = await self.store.load(self.spec)
+        return await self.publish(records, datetime.now(UTC), SOURCE_NETSUITE)
+
+    # -- following other replicas ------------------------------------------------------------------
+
+    async def follow(self, meta_version: int | None) -> None:
+        """Loads the snapshot when Redis holds a newer version than this replica's index."""
+        index = self.index
+        if meta_version is None or index is None or meta_version == index.version:
+            return
+        if meta_version < index.version:
+            return
+        await self.load_from_redis()
+
+    async def close(self) -> None:
+        """Cancels a load or fetch in flight (at shutdown, before Redis and the pool close)."""
+        tasks = [t for t in (self._loading, self._fetching) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    def drop(self) -> None:
+        """Forgets the index (ClearCache): the next search loads from the tiers again."""
+        self.index = None

@@ -1,0 +1,44 @@
+"""Rows as NetSuite sends them, turned into validated records."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from services.catalog.records import ENTITIES, content_hash, parse_row
+
+ZONE = ZoneInfo("America/Los_Angeles")
+ROW = {"id": "17", "entityid": "CUST-17", "companyname": "Acme Inc.", "isperson": "F",
+       "firstname": "Ada", "lastname": "Lovelace", "email": "ada@acme.example",
+       "phone": "+1", "subsidiary": "Parent", "address": "1 Main St", "city": "Austin",
+       "country": "US", "industry": "Software", "isinactive": "T",
+       "datecreated": "2024-01-31 09:15:00", "lastmodifieddate": "2024-07-01T23:30:00"}
+
+
+def test_a_valid_row_in_the_accounts_time_zone() -> None:
+    parsed = parse_row(ENTITIES["customers"], ROW, ZONE)
+    assert parsed.error == ""
+    record = parsed.record
+    assert record["netsuite_id"] == 17 and record["is_inactive"] is True
+    assert record["is_person"] is False
+    assert record["date_created"] == "2024-01-31T17:15:00+00:00"  # PST = UTC-8
+    assert record["last_modified"] == "2024-07-02T06:30:00+00:00"  # PDT = UTC-7
+
+
+def test_invalid_rows_say_why() -> None:
+    spec = ENTITIES["customers"]
+    bad = {**ROW, "email": "nope", "companyname": "", "lastmodifieddate": "yesterday"}
+    error = parse_row(spec, bad, ZONE).error
+    assert "email" in error and "companyname" in error and "lastmodifieddate" in error
+    person = {**ROW, "isperson": "T", "companyname": ""}
+    assert parse_row(spec, person, ZONE).error == ""
+    item = {"id": "3", "itemid": "", "displayname": "Mug", "itemtype": "Bogus",
+            "baseprice": "x", "isinactive": "F", "lastmodifieddate": "2024-01-01 00:00:00"}
+    error = parse_row(ENTITIES["items"], item, ZONE).error
+    assert "itemid" in error and "itemtype" in error and "baseprice" in error
+
+
+def test_the_content_hash_changes_with_any_field() -> None:
+    spec = ENTITIES["customers"]
+    record = parse_row(spec, ROW, ZONE).record
+    assert content_hash(spec, record) == content_hash(spec, dict(record))
+    assert content_hash(spec, record) != content_hash(spec, {**record, "city": "Boston"})

@@ -1,0 +1,148 @@
+"""CatalogService through a real server: validation, lookups, paging, KPIs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from syncsuite.catalog.v1 import catalog_service_pb2 as pb
+
+from tests.catalog.conftest import ADMIN, Catalog, RunningSandbox, catalog_env, start_catalog
+
+
+@pytest.fixture
+async def catalog(service_env: dict[str, str], sandbox: RunningSandbox, clean: None
+                  ) -> AsyncIterator[Catalog]:
+    async with start_catalog(catalog_env(service_env, sandbox.url,
+                                         CATALOG_PRELOAD="false")) as running:
+        await running.sync("all")
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({}, "query"),
+        ({"query": "x" * 101}, "query"),
+        ({"query": "ab\x01"}, "query"),
+        ({"query": "acme", "page_size": -1}, "page_size"),
+        ({"query": "acme", "page_size": 201}, "page_size"),
+        ({"query": "acme", "page_token": "garbage"}, "page_token"),
+    ],
+    ids=["empty", "oversize", "control-char", "negative-page", "huge-page", "bad-token"],
+)
+async def test_bad_search_input_is_invalid_argument_naming_the_field(
+    catalog: Catalog, request_fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await catalog.stub.SearchCustomers(pb.SearchCustomersRequest(**request_fields),
+                                           timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith(field)
+
+
+async def test_search_pages_through_every_match_in_rank_order(catalog: Catalog) -> None:
+    first = await catalog.search("a", page_size=50)
+    assert first.total_size > 100 and len(first.customers) == 50
+    seen = [c.netsuite_id for c in first.customers]
+    token = first.next_page_token
+    while token:
+        page = await catalog.search("a", page_size=50, page_token=token)
+        seen += [c.netsuite_id for c in page.customers]
+        token = page.next_page_token
+    assert len(seen) == len(set(seen)) == first.total_size
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # a token of another search
+        await catalog.search("b", page_size=50, page_token=first.next_page_token)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_filters_and_item_search(catalog: Catalog) -> None:
+    german = await catalog.search(country="de", page_size=200)
+    assert german.total_size > 0 and {c.country for c in german.customers} == {"DE"}
+    services = await catalog.stub.SearchItems(
+        pb.SearchItemsRequest(item_type="service", page_size=200), timeout=5)
+    assert services.total_size > 0 and {i.item_type for i in services.items} == {"Service"}
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await catalog.stub.SearchItems(pb.SearchItemsRequest(), timeout=5)
+    assert "item_type" in (raised.value.details() or "")
+
+
+async def test_get_customer_and_item_by_netsuite_id(catalog: Catalog) -> None:
+    customer = await catalog.stub.GetCustomer(pb.GetCustomerRequest(netsuite_id="12"), timeout=5)
+    assert customer.customer.entity_id == "CUST-000012"
+    assert customer.provenance.source == pb.TIER_NETSUITE
+    item = await catalog.stub.GetItem(pb.GetItemRequest(netsuite_id="3"), timeout=5)
+    assert item.item.netsuite_id == "3" and item.item.base_price
+    for bad, code in (("abc", grpc.StatusCode.INVALID_ARGUMENT),
+                      ("", grpc.StatusCode.INVALID_ARGUMENT),
+                      ("999999", grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await catalog.stub.GetCustomer(pb.GetCustomerRequest(netsuite_id=bad), timeout=5)
+        assert raised.value.code() == code
+
+
+async def test_data_source_status_names_the_sandbox(catalog: Catalog) -> None:
+    status = await catalog.stub.GetDataSourceStatus(pb.GetDataSourceStatusRequest(), timeout=5)
+    assert status.configured == "auto" and status.active == pb.DATA_SOURCE_SANDBOX
+    assert not status.credentials_configured and status.last_call_ok
+
+
+async def test_kpis_come_from_the_view_and_refresh_needs_admin(
+    catalog: Catalog, database_url: str
+) -> None:
+    reply = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
+    assert reply.kpis.total_customers == 300 and reply.kpis.total_items == 120
+    assert sum(c.count for c in reply.kpis.customers_by_country) == 300
+    assert reply.hours_since_update < 1
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await catalog.stub.RefreshCustomerKpis(pb.RefreshCustomerKpisRequest(), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    connection = await asyncpg.connect(database_url)
+    try:  # the view is a cache: rows written since stay invisible until a refresh
+        await connection.execute(
+            "UPDATE catalog.customers SET deleted_at = now() WHERE netsuite_id <= 10")
+    finally:
+        await connection.close()
+    stale = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
+    assert stale.kpis.total_customers == 300
+    await catalog.stub.RefreshCustomerKpis(pb.RefreshCustomerKpisRequest(), metadata=ADMIN,
+                                           timeout=10)
+    fresh = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
+    assert fresh.kpis.total_customers == 290
+
+
+async def test_kpi_refresh_runs_concurrently_with_reads(
+    catalog: Catalog, database_url: str
+) -> None:
+    stop = asyncio.Event()
+    reads = 0
+
+    async def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            reply = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
+            assert reply.kpis.total_customers == 300
+            reads += 1
+
+    readers = [asyncio.create_task(reader()) for _ in range(4)]
+    try:
+        for _ in range(5):
+            await catalog.stub.RefreshCustomerKpis(pb.RefreshCustomerKpisRequest(),
+                                                   metadata=ADMIN, timeout=10)
+        report = await catalog.sync("kpis")
+        assert report.operations[0].name == "kpis" and report.operations[0].ok
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    assert reads > 5
+    connection = await asyncpg.connect(database_url)
+    try:
+        logged = await connection.fetchval(
+            "SELECT count(*) FROM catalog.system_logs WHERE source = 'customer_kpis'"
+            " AND level = 'INFO'")
+    finally:
+        await connection.close()
+    assert logged >= 7  # the syncs' refreshes, five RPCs and the kpis scope

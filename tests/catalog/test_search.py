@@ -1,0 +1,79 @@
+"""The in-process index: substring and prefix matching, ranking, filters, paging."""
+
+from __future__ import annotations
+
+from services.catalog.records import ENTITIES, Record
+from services.catalog.search import build_index
+
+CUSTOMERS = ENTITIES["customers"]
+
+
+def _customer(netsuite_id: int, company: str, **fields: object) -> Record:
+    record: Record = {name: "" for name in CUSTOMERS.fields}
+    record.update(netsuite_id=netsuite_id, entity_id=f"CUST-{netsuite_id:04d}",
+                  company_name=company, is_person=False, is_inactive=False, **fields)
+    return record
+
+
+RECORDS = [
+    _customer(1, "Acme Analytics Inc.", city="Berlin", country="DE", industry="Software",
+              email="ada@acme.example"),
+    _customer(2, "Bright Acme Works", city="Paris", country="FR", industry="Retail"),
+    _customer(3, "Cedar Labs", city="Acmeville", country="DE", industry="Retail"),
+    _customer(4, "Delta Foods", city="London", country="GB", industry="Software",
+              email="zoe@delta.example"),
+    _customer(5, "ACME Holdings", city="Tokyo", country="JP", industry="Energy"),
+]
+
+
+def _index() -> object:
+    return build_index(CUSTOMERS, RECORDS, version=1, source="redis", fetched_at=None,
+                       filters=("country", "industry"))
+
+
+def _ids(index: object, query: str, **filters: str) -> list[int]:
+    result = index.search(query, filters)  # type: ignore[attr-defined]
+    return [index.records[p]["netsuite_id"] for p in result.positions]  # type: ignore[attr-defined]
+
+
+def test_prefix_matches_rank_before_substring_matches_case_insensitively() -> None:
+    index = _index()
+    # prefixes (company, city) first in name order, then substrings in name order
+    assert _ids(index, "acme") == [1, 5, 3, 2]
+    assert _ids(index, "ACME") == _ids(index, "acme")
+
+
+def test_matches_every_search_field_and_never_across_fields() -> None:
+    index = _index()
+    assert _ids(index, "cust-0004") == [4]
+    assert _ids(index, "zoe@delta") == [4]
+    assert _ids(index, "london") == [4]
+    assert _ids(index, "foodslondon") == []
+    assert _ids(index, "foods london") == []
+
+
+def test_rare_substrings_and_short_queries() -> None:
+    index = _index()
+    assert _ids(index, "qzxv") == []
+    assert _ids(index, "xyzzy") == []
+    assert set(_ids(index, "a")) == {1, 2, 3, 4, 5}
+    assert _ids(index, "ok") == [5]  # Tokyo
+    assert _ids(index, "@") == [1, 4]
+
+
+def test_filters_alone_and_with_a_query() -> None:
+    index = _index()
+    assert _ids(index, "", country="de") == [1, 3]
+    assert _ids(index, "acme", country="DE") == [1, 3]
+    assert _ids(index, "", country="DE", industry="retail") == [3]
+    assert _ids(index, "acme", industry="Nothing") == []
+
+
+def test_get_by_id_and_paging() -> None:
+    index = _index()
+    found = index.get(4)  # type: ignore[attr-defined]
+    assert found is not None and found[1]["company_name"] == "Delta Foods"
+    assert index.get(99) is None  # type: ignore[attr-defined]
+    result = index.search("a", {})  # type: ignore[attr-defined]
+    pages = [index.page(result, offset, 2) for offset in (0, 2, 4)]  # type: ignore[attr-defined]
+    assert sum(len(p) for p in pages) == result.total == 5
