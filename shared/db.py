@@ -27,6 +27,12 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default reset query (a round trip on every release).
+    asyncpg still rolls back an open transaction; the suite never changes session state
+    (SET, LISTEN, session advisory locks) on pooled connections, so there is nothing to reset."""
+
+
 async def create_pool(
     database_url: str,
     schema: str,
@@ -45,6 +51,7 @@ async def create_pool(
         timeout=timeout,
         command_timeout=60,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={
             "search_path": f"{schema},public",
             "application_name": f"syncsuite-{schema}",
