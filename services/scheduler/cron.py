@@ -24,8 +24,7 @@ from croniter import croniter
 
 __all__ = ["CronSchedule", "jitter_delay"]
 
-# Offsets of a zone never differ by more than this across one transition (real zones: ≤ 2 h).
-_SHIFT_MARGIN = timedelta(hours=3)
+_DAY = timedelta(days=1)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -42,6 +41,7 @@ class CronSchedule:
     time_zone: str
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
     repeats_hourly: bool = field(init=False, repr=False, compare=False)
+    _walker: croniter = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fields = self.expression.split()
@@ -52,6 +52,7 @@ class CronSchedule:
             raise ValueError(f"invalid cron {self.expression!r}")
         object.__setattr__(self, "zone", _zone(self.time_zone))
         object.__setattr__(self, "repeats_hourly", fields[1] == "*" or fields[1].startswith("*/"))
+        object.__setattr__(self, "_walker", croniter(self.expression, datetime(2000, 1, 1)))
 
     # -- placing local wall-clock times on the UTC line ---------------------------------------
     def _instants(self, local: datetime) -> list[datetime]:
@@ -71,23 +72,34 @@ class CronSchedule:
         return [first_utc]
 
     def _local_times(self, start: datetime) -> Iterator[datetime]:
-        walker = croniter(self.expression, start.replace(tzinfo=None))
+        walker = self._walker  # parsed once; next_after runs to its end without yielding
+        walker.set_current(start.replace(tzinfo=None), force=True)
         while True:
             yield walker.get_next(datetime)
 
     # -- queries ------------------------------------------------------------------------------
+    def _offsets(self, instant: datetime) -> list[timedelta]:
+        """The zone's UTC offsets a day either side of ``instant`` (a transition near it shows)."""
+        return [(instant + shift).astimezone(self.zone).utcoffset() or timedelta(0)
+                for shift in (-_DAY, timedelta(0), _DAY)]
+
     def next_after(self, instant: datetime) -> datetime:
         """The first fire instant strictly after ``instant`` (aware), in UTC."""
         instant = instant.astimezone(UTC)
-        local_start = instant.astimezone(self.zone).replace(tzinfo=None) - _SHIFT_MARGIN
+        naive_instant = instant.replace(tzinfo=None)
+        # A local time L fires at L - offset(L) > instant, so L > instant + the least offset.
+        start = naive_instant + min(self._offsets(instant)) - timedelta(minutes=1)
         best: datetime | None = None
-        best_local: datetime | None = None
-        for local in self._local_times(local_start):
-            if best_local is not None and local > best_local + _SHIFT_MARGIN:
+        latest_useful: datetime | None = None
+        for local in self._local_times(start):
+            if latest_useful is not None and local > latest_useful:
                 break
             for candidate in self._instants(local):
                 if candidate > instant and (best is None or candidate < best):
-                    best, best_local = candidate, local
+                    best = candidate
+                    # Later local times fire at local - offset >= local - the largest offset:
+                    # past best + that offset, none can come before best.
+                    latest_useful = best.replace(tzinfo=None) + max(self._offsets(best))
         assert best is not None
         return best
 

@@ -38,6 +38,8 @@ log = structlog.get_logger("scheduler")
 Clock = Callable[[], datetime]
 # A job down for long records its missed due times in batches of this size, one per tick.
 MAX_DUE_TIMES_PER_TICK = 1000
+# Claim transactions a tick runs at once (each holds one pooled connection).
+CONCURRENT_CLAIMS = 4
 
 
 def system_clock() -> datetime:
@@ -183,12 +185,25 @@ class Scheduler:
             log.warning("scheduler_run_taken_over", run_id=run.id, job=run.job,
                         target_job_id=run.target_job_id or None, attempts=run.attempts)
             started.append(self._launch(run))
-        for name, cursor in list(self._cursors.items()):
-            if now < cursor.next_fire:
-                continue
-            task = await self._handle_due(self.jobs[name], cursor, now)
-            if task is not None:
-                started.append(task)
+        due = [(self.jobs[name], cursor) for name, cursor in self._cursors.items()
+               if now >= cursor.next_fire]
+        if not due:
+            return started
+        # Claims of different jobs are independent transactions: a few at once.
+        gate = asyncio.Semaphore(CONCURRENT_CLAIMS)
+
+        async def handle(job: JobSpec, cursor: _Cursor) -> asyncio.Task[None] | None:
+            async with gate:
+                return await self._handle_due(job, cursor, now)
+
+        results = await asyncio.gather(*(handle(job, cursor) for job, cursor in due),
+                                       return_exceptions=True)
+        for (job, _cursor), result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                # PostgreSQL down or busy: the cursor did not move, the next tick retries.
+                log.error("scheduler_claim_failed", job=job.name, error=str(result))
+            elif result is not None:
+                started.append(result)
         return started
 
     async def _handle_due(
