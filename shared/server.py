@@ -212,26 +212,39 @@ async def start_service(
         sync_pb2.DESCRIPTOR.services_by_name["SyncService"],
         sync_pb2_grpc.add_SyncServiceServicer_to_server, SyncServicer(runtime.sync),
     )
+    service = RunningService(runtime, 0, None, settings.shutdown_grace_seconds)
+    try:
+        await _start_serving(definition, service, port)
+    except BaseException:
+        await service.stop(grace=0)  # close what was opened: pool, Redis, tasks, metrics
+        raise
+    return service
+
+
+async def _start_serving(
+    definition: ServiceDefinition, service: RunningService, port: int | None
+) -> None:
+    runtime, settings = service.runtime, service.runtime.settings
     await definition.setup(runtime)
     reflection.enable_server_reflection(
-        [*runtime._service_names, HEALTH_NAME, reflection.SERVICE_NAME], server
+        [*runtime._service_names, HEALTH_NAME, reflection.SERVICE_NAME], runtime.server
     )
     chosen = port if port is not None else (
         settings.grpc_port if settings.grpc_port is not None else definition.default_port
     )
-    bound = server.add_insecure_port(f"{settings.host}:{chosen}")
-    if bound == 0:
+    service.port = runtime.server.add_insecure_port(f"{settings.host}:{chosen}")
+    if service.port == 0:
         raise ConfigError(f"cannot bind {settings.host}:{chosen} for {definition.name}")
-    await server.start()
+    await runtime.server.start()
     metrics_port = settings.metrics_port
     if metrics_port is None:
-        metrics_port = bound + 1000 if chosen else 0
-    metrics_bound = metrics.serve(settings.host, metrics_port) if metrics_port >= 0 else None
+        metrics_port = service.port + 1000 if chosen else 0
+    if metrics_port >= 0:
+        service.metrics_port = runtime.metrics.serve(settings.host, metrics_port)
     for name in ["", *runtime._service_names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", service=definition.name, address=f"{settings.host}:{bound}",
-             metrics_port=metrics_bound)
-    return RunningService(runtime, bound, metrics_bound, settings.shutdown_grace_seconds)
+        await runtime.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving", service=definition.name, address=f"{settings.host}:{service.port}",
+             metrics_port=service.metrics_port)
 
 
 @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,7 +18,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.auth import issue_user_token
 from shared.processes import ManagedProcess, free_port, wait_for_health
-from shared.server import running_service
+from shared.server import ServiceDefinition, running_service, start_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET, ROOT
 from tests.shared import probe_service
 
@@ -237,3 +238,22 @@ def test_in_flight_rpc_completes_when_sigterm_arrives(
     finally:
         process.kill()
     assert '"event": "stopped"' in process.log_tail(50)
+
+
+async def test_a_failing_setup_closes_what_start_opened(
+    service_env: dict[str, str], database_url: str
+) -> None:
+    async def broken_setup(runtime: object) -> None:
+        raise RuntimeError("setup went wrong")
+
+    definition = ServiceDefinition(name="broken", default_port=0, setup=broken_setup)
+    with pytest.raises(RuntimeError, match="setup went wrong"):
+        await start_service(definition, {**service_env, "SYNCSUITE_METRICS_PORT": "0"}, port=0)
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        left_open = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncsuite-broken'"
+        )
+    finally:
+        await connection.close()
+    assert left_open == 0
