@@ -1,0 +1,126 @@
+"""shared.readcache: the cache logic, and two replicas' caches over one real PostgreSQL table
+whose version a writer bumps in the same transaction as the data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.db import create_pool
+from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
+
+SCHEMA = "readcache_test"
+
+
+async def test_unchanged_answers_from_cache_and_changed_replaces() -> None:
+    cache: VersionedReadCache[str, str] = VersionedReadCache(max_entries=4)
+    seen: list[Versioned[str] | None] = []
+    current = Versioned(1, "one")
+
+    async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        seen.append(held)
+        return UNCHANGED if held is not None and held.version == current.version else current
+
+    assert await cache.get("k", load) == "one"
+    assert await cache.get("k", load) == "one"
+    current = Versioned(2, "two")
+    assert await cache.get("k", load) == "two"
+    assert seen == [None, Versioned(1, "one"), Versioned(1, "one")]
+    assert (cache.stats.hits, cache.stats.misses) == (1, 2)
+    assert cache.held("k") == Versioned(2, "two")
+
+
+async def test_least_recently_used_is_evicted() -> None:
+    events: list[str] = []
+    cache: VersionedReadCache[int, int] = VersionedReadCache(max_entries=2,
+                                                            on_event=events.append)
+
+    def loader(key: int):  # type: ignore[no-untyped-def]
+        async def load(held: Versioned[int] | None) -> Versioned[int] | Unchanged:
+            return UNCHANGED if held is not None else Versioned(0, key)
+        return load
+
+    for key in (1, 2, 1, 3):  # 1 is used again, so 2 is the least recently used
+        await cache.get(key, loader(key))
+    assert cache.held(2) is None and cache.held(1) is not None and cache.held(3) is not None
+    assert len(cache) == 2 and cache.stats.evictions == 1
+    assert events == ["miss", "miss", "hit", "miss"]
+
+
+async def test_failing_loader_leaves_the_cache_alone() -> None:
+    cache: VersionedReadCache[str, str] = VersionedReadCache()
+
+    async def first(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        return Versioned(1, "one")
+
+    async def broken(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        raise ConnectionError("database down")
+
+    await cache.get("k", first)
+    with pytest.raises(ConnectionError):
+        await cache.get("k", broken)
+    assert cache.held("k") == Versioned(1, "one")
+
+
+async def test_unchanged_without_a_held_value_is_a_loader_bug() -> None:
+    cache: VersionedReadCache[str, str] = VersionedReadCache()
+
+    async def wrong(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        return UNCHANGED
+
+    with pytest.raises(RuntimeError):
+        await cache.get("k", wrong)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};"
+                            f" CREATE SEQUENCE {SCHEMA}.versions;"
+                            f" CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY,"
+                            f" value text NOT NULL, version bigint NOT NULL)")
+    finally:
+        await admin.close()
+    pool = await create_pool(database_url, SCHEMA, max_size=2)
+    yield pool
+    await pool.close()
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    finally:
+        await admin.close()
+
+
+def conditional_load(pool: asyncpg.Pool, key: str):  # type: ignore[no-untyped-def]
+    """The pattern the services use: one statement returns the version, and the data only if
+    the version differs from the held one."""
+
+    async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        row = await pool.fetchrow(
+            "SELECT version, CASE WHEN version IS DISTINCT FROM $2 THEN value END AS value"
+            " FROM items WHERE key = $1", key, held.version if held else None)
+        if held is not None and row["version"] == held.version:
+            return UNCHANGED
+        return Versioned(row["version"], row["value"])
+
+    return load
+
+
+async def test_two_replicas_see_a_committed_write_on_their_next_read(pool: asyncpg.Pool) -> None:
+    replica_a: VersionedReadCache[str, str] = VersionedReadCache()
+    replica_b: VersionedReadCache[str, str] = VersionedReadCache()
+    await pool.execute("INSERT INTO items VALUES ('k', 'old', nextval('versions'))")
+    for replica in (replica_a, replica_b):
+        assert await replica.get("k", conditional_load(pool, "k")) == "old"
+        assert await replica.get("k", conditional_load(pool, "k")) == "old"  # a hit
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(
+            "UPDATE items SET value = 'new', version = nextval('versions') WHERE key = 'k'")
+        # not committed yet: both replicas still answer the committed state
+        assert await replica_a.get("k", conditional_load(pool, "k")) == "old"
+    for replica in (replica_a, replica_b):
+        assert await replica.get("k", conditional_load(pool, "k")) == "new"
+        assert replica.stats.hits >= 1
