@@ -21,7 +21,7 @@ from services.catalog.records import ENTITIES, EntitySpec, Record
 from services.catalog.search import SearchIndex
 from services.catalog.settings import CatalogSettings, Upstream, resolve_upstream
 from services.catalog.snapshot import SnapshotStore
-from services.catalog.store import CatalogStore
+from services.catalog.store import CatalogStore, KpiRow
 from services.catalog.sync import CatalogSync
 from services.catalog.tiers import (
     REDIS_ERRORS,
@@ -137,6 +137,7 @@ def _netsuite_id(raw: str) -> int:
 class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
     def __init__(self, state: CatalogState) -> None:
         self._state = state
+        self._kpis_built: tuple[KpiRow, pb.CustomerKpis] | None = None
 
     def _provenance(self, tiers: EntityTiers, index: SearchIndex) -> pb.Provenance:
         provenance = pb.Provenance(source=_TIERS.get(index.source, pb.TIER_UNSPECIFIED),
@@ -282,7 +283,12 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
     async def GetCustomerKpis(self, request: pb.GetCustomerKpisRequest, context: Any
                               ) -> pb.GetCustomerKpisResponse:
         row = await self._state.kpis.read()
-        return _kpis_response(row.values, row.last_updated)
+        built = self._kpis_built
+        if built is None or built[0] is not row:  # the message is built once per view row
+            built = self._kpis_built = (row, _kpis_message(row.values))
+        hours = max(0.0, (datetime.now(UTC) - row.last_updated).total_seconds() / 3600)
+        return pb.GetCustomerKpisResponse(kpis=built[1], last_update_time=timestamp(
+            row.last_updated), hours_since_update=hours)
 
     async def RefreshCustomerKpis(self, request: pb.RefreshCustomerKpisRequest, context: Any
                                   ) -> pb.RefreshCustomerKpisResponse:
@@ -296,8 +302,8 @@ def _counts(values: Any) -> list[pb.CountByKey]:
             for key, count in sorted((values or {}).items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def _kpis_response(values: dict[str, Any], last_updated: datetime) -> pb.GetCustomerKpisResponse:
-    kpis = pb.CustomerKpis(
+def _kpis_message(values: dict[str, Any]) -> pb.CustomerKpis:
+    return pb.CustomerKpis(
         total_customers=values["total_customers"], active_customers=values["active_customers"],
         new_customers_30d=values["new_customers_30d"], total_items=values["total_items"],
         active_items=values["active_items"], failed_records=values["failed_records"],
@@ -305,9 +311,6 @@ def _kpis_response(values: dict[str, Any], last_updated: datetime) -> pb.GetCust
         customers_by_country=_counts(values["customers_by_country"]),
         items_by_type=_counts(values["items_by_type"]),
     )
-    hours = max(0.0, (datetime.now(UTC) - last_updated).total_seconds() / 3600)
-    return pb.GetCustomerKpisResponse(kpis=kpis, last_update_time=timestamp(last_updated),
-                                      hours_since_update=hours)
 
 
 # -- background work -------------------------------------------------------------------------
@@ -399,7 +402,7 @@ async def setup(runtime: Runtime) -> None:
     }
     for entity_tiers in tiers.values():
         runtime.on_stop(entity_tiers.close)
-    kpis = KpiService(store)
+    kpis = KpiService(store, max_age=settings.kpi_cache_seconds)
     state = CatalogState(settings, upstream, client, store, snapshots, tiers, kpis)
     runtime.add_servicer(
         pb.DESCRIPTOR.services_by_name["CatalogService"],

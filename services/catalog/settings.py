@@ -107,6 +107,10 @@ class CatalogSettings:
         help="after a failed fetch, how long a fallback tier answers before NetSuite is retried",
     )
     preload: bool = env("CATALOG_PRELOAD", default=True)
+    kpi_cache_seconds: float = env(
+        "CATALOG_KPI_CACHE_SECONDS", default=1.0,
+        help="how long a replica reuses the KPI view's row (0 = read the view every time)",
+    )
 
     @property
     def zone(self) -> ZoneInfo:

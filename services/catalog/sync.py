@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from services.catalog.kpis import KpiService
 from services.catalog.netsuite import NetSuiteClient
@@ -101,7 +101,12 @@ class CatalogSync:
                 if newest:
                     await self._store.set_cursor(spec, datetime.fromisoformat(newest))
                 publish_started = time.perf_counter()
-                await self._tiers[spec.name].refresh_from_database()
+                tiers = self._tiers[spec.name]
+                if since is None:  # a full fetch is the whole valid data set already
+                    await tiers.publish([item.record for item in incoming if not item.error],
+                                        datetime.now(UTC))
+                else:  # changes only: the whole set is in PostgreSQL now
+                    await tiers.refresh_from_database()
                 op.details["publish_s"] = f"{time.perf_counter() - publish_started:.3f}"
             ok = True
         job.progress(end, "")  # the job's message becomes its summary at the end
