@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -50,7 +51,8 @@ async def setup(runtime: Runtime) -> None:
     runtime.add_servicer(
         pricing_service_pb2.DESCRIPTOR.services_by_name["PricingService"],
         pricing_service_pb2_grpc.add_PricingServiceServicer_to_server,
-        PricingServicer(store, settings),
+        PricingServicer(store, settings,
+                        on_cache_event=partial(runtime.metrics.cache_hit, "pricing_latest")),
     )
     log.info("pricing_ready", data_source=connection.source, regions=settings.regions,
              rate_per_second=settings.rate_per_second)

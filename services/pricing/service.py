@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from syncsuite.pricing.v1 import pricing_service_pb2 as pb
 from syncsuite.pricing.v1 import pricing_service_pb2_grpc
 
@@ -16,6 +18,7 @@ from services.pricing.settings import STOCKX_CURRENCIES, PricingSettings
 from services.pricing.store import PricingStore, ProductRow
 from shared.auth import current_principal
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
 from shared.timestamps import from_timestamp, timestamp, utcnow
 
 __all__ = ["PricingServicer"]
@@ -25,6 +28,9 @@ MAX_PORTFOLIO_ITEMS = 1000
 ARBITRAGE_DEFAULT_LIMIT = 50
 ARBITRAGE_MAX_LIMIT = 1000
 CENT = Decimal("0.01")
+# GetLatestPrices answers kept per replica (product × currencies asked), each checked against
+# the product's data version on every read; ~5 KB each for 20 variants in 3 regions.
+LATEST_CACHE_ENTRIES = 4096
 
 
 def _text(amount: Decimal | str | None) -> str:
@@ -56,14 +62,60 @@ def _product_pb(product: ProductRow) -> pb.Product:
                       brand=product.brand)
 
 
+@dataclass(frozen=True, slots=True)
+class LatestPricesAnswer:
+    """A GetLatestPrices response without ages (they change with the clock), and each price's
+    snapshot time in seconds since the epoch, in the same order."""
+
+    template: pb.GetLatestPricesResponse
+    snapshot_seconds: tuple[float, ...]
+
+    def response(self, now: datetime) -> pb.GetLatestPricesResponse:
+        response = pb.GetLatestPricesResponse()
+        response.CopyFrom(self.template)
+        now_seconds = now.timestamp()
+        for price, taken in zip(response.prices, self.snapshot_seconds, strict=True):
+            price.age_seconds = max(0.0, now_seconds - taken)
+        return response
+
+
+def _latest_answer(records: Sequence[Any]) -> LatestPricesAnswer:
+    """The answer from :meth:`PricingStore.latest_prices_unless` rows (positional columns)."""
+    first = records[0]
+    product_id = first[0]
+    prices, seconds = [], []
+    if first[5] is not None:
+        price, stamp = pb.VariantPrice, Timestamp
+        for (_, _, _, _, _, variant_id, variant_value, currency, lowest_ask, highest_bid,
+             sell_faster, earn_more, flex_lowest_ask, last_sale, micros) in records:
+            whole, fraction = divmod(micros, 1_000_000)
+            prices.append(price(
+                product_id=product_id, variant_id=variant_id, variant_value=variant_value,
+                currency_code=currency, lowest_ask=lowest_ask, highest_bid=highest_bid,
+                last_sale=last_sale, sell_faster=sell_faster, earn_more=earn_more,
+                flex_lowest_ask=flex_lowest_ask,
+                snapshot_time=stamp(seconds=whole, nanos=fraction * 1000),
+            ))
+            seconds.append(micros / 1_000_000)
+    template = pb.GetLatestPricesResponse(
+        product=pb.Product(product_id=product_id, sku=first[1], title=first[2], brand=first[3]),
+        prices=prices,
+    )
+    return LatestPricesAnswer(template, tuple(seconds))
+
+
 class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
     def __init__(
         self, store: PricingStore, settings: PricingSettings,
         now: Callable[[], datetime] = utcnow,
+        *, on_cache_event: Callable[[str], object] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._now = now
+        self.latest_cache: VersionedReadCache[tuple[str, str, tuple[str, ...]],
+                                              LatestPricesAnswer] = VersionedReadCache(
+            max_entries=LATEST_CACHE_ENTRIES, on_event=on_cache_event)
 
     # -- validation helpers
 
@@ -116,28 +168,39 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
 
     # -- RPCs
 
+    def _product_key(self, product_id: str, sku: str) -> tuple[str, str]:
+        """(product id, '') or ('', SKU), validated like :meth:`_find_product`."""
+        if product_id.strip():
+            return _product_id("product_id", product_id), ""
+        if not sku.strip():
+            raise InvalidArgument("sku", "must not be empty (or give product_id)")
+        if len(sku) > 100:
+            raise InvalidArgument("sku", "must be at most 100 characters")
+        return "", sku.strip()
+
     async def GetLatestPrices(
         self, request: pb.GetLatestPricesRequest, context: Any
     ) -> pb.GetLatestPricesResponse:
         currencies = self._regions("currency_codes", request.currency_codes)
-        product = await self._find_product(request.product_id, request.sku)
-        rows = await self._store.latest_prices(product.product_id, currencies)
-        now = self._now()
-        return pb.GetLatestPricesResponse(
-            product=_product_pb(product),
-            prices=[
-                pb.VariantPrice(
-                    product_id=product.product_id, variant_id=row.variant_id,
-                    variant_value=row.variant_value, currency_code=row.currency_code,
-                    lowest_ask=row.lowest_ask or "", highest_bid=row.highest_bid or "",
-                    last_sale=row.last_sale or "", sell_faster=row.sell_faster or "",
-                    earn_more=row.earn_more or "", flex_lowest_ask=row.flex_lowest_ask or "",
-                    snapshot_time=timestamp(row.snapshot_time),
-                    age_seconds=max(0.0, (now - row.snapshot_time).total_seconds()),
-                )
-                for row in rows
-            ],
-        )
+        product_id, sku = self._product_key(request.product_id, request.sku)
+
+        async def load(held: Versioned[LatestPricesAnswer] | None
+                       ) -> Versioned[LatestPricesAnswer] | Unchanged:
+            known = held.version if held is not None else None
+            records = await self._store.latest_prices_unless(
+                product_id=product_id, sku=sku, currencies=currencies,
+                held=known)  # type: ignore[arg-type]
+            if not records:
+                raise NotFound(f"no prices for product {product_id!r}" if product_id
+                               else f"no prices for SKU {sku!r}")
+            version = (records[0][0], records[0][4])
+            if version == known:
+                return UNCHANGED
+            return Versioned(version, _latest_answer(records))
+
+        key = (product_id, sku.upper(), tuple(currencies))
+        answer = await self.latest_cache.get(key, load)
+        return answer.response(self._now())
 
     async def ComparePrices(
         self, request: pb.ComparePricesRequest, context: Any
@@ -203,10 +266,15 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             raise InvalidArgument("limit", f"must be between 0 and {ARBITRAGE_MAX_LIMIT}")
         limit = min(request.limit or ARBITRAGE_DEFAULT_LIMIT, ARBITRAGE_MAX_LIMIT)
         base = self._currency("base_currency", request.base_currency)
-        base_units, _ = await self._base_units_per_usd(base)
+        base_units, rates = await self._base_units_per_usd(base)
+        regions = self._settings.regions
+        factors: list[float | None] = []
+        for code in regions:
+            units = rates[code][0] if code in rates else (Decimal(1) if code == "USD" else None)
+            factors.append(None if units is None else float(base_units) / float(units))
         rows = await self._store.arbitrage(
-            fresh_after=self._fresh_after(), min_spread=spread, limit=limit,
-            base_units_per_usd=base_units, currencies=self._settings.regions,
+            fresh_after=self._fresh_after(), min_spread=spread, limit=limit, factors=factors,
+            currencies=regions,
         )
         return pb.ListArbitrageOpportunitiesResponse(
             base_currency=base,

@@ -101,7 +101,10 @@ class FreshnessRow:
     newest: datetime | None
 
 
+# The product's data version changes in the same statement (so the same transaction) when a
+# latest row does: a replica's read cache holding the old version reloads on its next read.
 _UPSERT_LATEST = """
+WITH written AS (
 INSERT INTO master_market_latest AS latest (
     product_id, variant_id, currency_code, lowest_ask, highest_bid, sell_faster, earn_more,
     flex_lowest_ask, last_sale, snapshot_time)
@@ -114,7 +117,12 @@ ON CONFLICT (product_id, variant_id, currency_code) DO UPDATE SET
     flex_lowest_ask = EXCLUDED.flex_lowest_ask, last_sale = EXCLUDED.last_sale,
     snapshot_time = EXCLUDED.snapshot_time, updated_at = now()
 WHERE latest.snapshot_time < EXCLUDED.snapshot_time
-RETURNING (xmax = 0) AS inserted
+RETURNING latest.product_id, (xmax = 0) AS inserted
+), bumped AS (
+    UPDATE products SET data_version = nextval('price_data_version')
+    WHERE product_id IN (SELECT product_id FROM written)
+)
+SELECT inserted FROM written
 """
 
 # Amounts come back as text (what the API answers), sparing a Decimal per amount.
@@ -128,30 +136,78 @@ WHERE l.product_id = $1 AND l.currency_code = ANY($2::text[])
 ORDER BY l.variant_id, l.currency_code
 """
 
+# GetLatestPrices in one round trip: the product (by id or SKU) and its data version, and its
+# latest prices only if that version is not the one the caller holds ($3, $4); otherwise one
+# row with the product and NULL prices. Amounts come back as text (what the API answers),
+# empty when unknown, and the snapshot time as microseconds since the epoch (no datetime, no
+# Decimal per value).
+_PRICES_UNLESS = """
+WITH p AS ({product})
+SELECT p.product_id, p.sku, p.title, p.brand, p.data_version, l.variant_id, l.variant_value,
+       l.currency_code, l.lowest_ask, l.highest_bid, l.sell_faster, l.earn_more,
+       l.flex_lowest_ask, l.last_sale, l.snapshot_us
+FROM p
+LEFT JOIN LATERAL (
+    SELECT l.variant_id, coalesce(v.variant_value, '') AS variant_value, l.currency_code,
+           coalesce(l.lowest_ask::text, '') AS lowest_ask,
+           coalesce(l.highest_bid::text, '') AS highest_bid,
+           coalesce(l.sell_faster::text, '') AS sell_faster,
+           coalesce(l.earn_more::text, '') AS earn_more,
+           coalesce(l.flex_lowest_ask::text, '') AS flex_lowest_ask,
+           coalesce(l.last_sale::text, '') AS last_sale,
+           (extract(epoch FROM l.snapshot_time) * 1000000)::bigint AS snapshot_us
+    FROM master_market_latest l
+    LEFT JOIN product_variants v
+           ON v.product_id = p.product_id AND v.variant_id = l.variant_id
+    WHERE l.product_id = p.product_id AND l.currency_code = ANY($2::text[])
+      AND (p.product_id, p.data_version) IS DISTINCT FROM ($3::text, $4::bigint)
+    ORDER BY l.variant_id, l.currency_code
+    OFFSET 0  -- not flattened: the version test gates the scans (a one-time filter)
+) l ON true
+"""
+_PRICES_BY_ID = _PRICES_UNLESS.format(
+    product="SELECT product_id, sku, title, brand, data_version FROM products "
+            "WHERE product_id = $1")
+_PRICES_BY_SKU = _PRICES_UNLESS.format(
+    product="SELECT product_id, sku, title, brand, data_version FROM products "
+            "WHERE upper(sku) = upper($1) AND sku <> '' ORDER BY product_id LIMIT 1")
+
 # One pass over the fresh latest rows with plain float aggregates (lowest and highest converted
-# ask per variant); only the top rows look up which regions those were, and their names.
+# ask per variant; the float column spares a numeric conversion per row, the factors come as an
+# array aligned with the currencies, in the caller's order); only the top rows look up which
+# regions those were, and their names.
 _ARBITRAGE = """
-WITH rates AS (
-    SELECT wanted.code AS currency_code, wanted.position,
-           $4::float8 / coalesce(f.units_per_usd, CASE WHEN wanted.code = 'USD' THEN 1 END)::float8
-               AS factor
-    FROM unnest($5::text[]) WITH ORDINALITY AS wanted(code, position)
-    LEFT JOIN fx_rates f ON f.currency_code = wanted.code
-), converted AS (
-    SELECT l.product_id, l.variant_id, l.snapshot_time, l.lowest_ask::float8 * r.factor
+WITH converted AS (
+    SELECT l.product_id, l.variant_id, l.snapshot_time,
+           l.lowest_ask_float * ($4::float8[])[array_position($5::text[], l.currency_code)]
                AS converted
     FROM master_market_latest l
-    JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
-    WHERE l.snapshot_time > $1 AND l.lowest_ask > 0
-), top AS (
+    WHERE l.currency_code = ANY($5::text[]) AND l.snapshot_time > $1 AND l.lowest_ask_float > 0
+), variants AS (
     SELECT product_id, variant_id, min(converted) AS low, max(converted) AS high,
-           (max(converted) - min(converted)) / min(converted) * 100 AS spread,
-           min(snapshot_time) AS oldest
-    FROM converted
+           count(*) AS regions, min(snapshot_time) AS oldest
+    FROM converted WHERE converted IS NOT NULL
     GROUP BY product_id, variant_id
-    HAVING count(*) >= 2 AND (max(converted) - min(converted)) / min(converted) * 100 >= $2
+), top AS (
+    SELECT product_id, variant_id, low, high, (high - low) / low * 100 AS spread, oldest
+    FROM variants
+    WHERE regions >= 2 AND (high - low) / low * 100 >= $2
     ORDER BY spread DESC, product_id, variant_id
     LIMIT $3
+), priced AS (
+    SELECT l.product_id, l.variant_id, l.currency_code, l.lowest_ask,
+           l.lowest_ask_float * ($4::float8[])[array_position($5::text[], l.currency_code)]
+               AS converted, array_position($5::text[], l.currency_code) AS position
+    FROM top JOIN master_market_latest l USING (product_id, variant_id)
+    WHERE l.currency_code = ANY($5::text[]) AND l.snapshot_time > $1 AND l.lowest_ask_float > 0
+), buy AS (
+    SELECT DISTINCT ON (product_id, variant_id) product_id, variant_id, currency_code, lowest_ask
+    FROM priced WHERE converted IS NOT NULL
+    ORDER BY product_id, variant_id, converted, position
+), sell AS (
+    SELECT DISTINCT ON (product_id, variant_id) product_id, variant_id, currency_code, lowest_ask
+    FROM priced WHERE converted IS NOT NULL
+    ORDER BY product_id, variant_id, converted DESC, position
 )
 SELECT top.product_id, top.variant_id, top.low AS buy_converted, top.high AS sell_converted,
        top.spread, top.oldest, buy.currency_code AS buy_currency, buy.lowest_ask AS buy_price,
@@ -159,18 +215,8 @@ SELECT top.product_id, top.variant_id, top.low AS buy_converted, top.high AS sel
        coalesce(v.variant_value, '') AS variant_value, coalesce(p.sku, '') AS sku,
        coalesce(p.title, '') AS title, coalesce(p.brand, '') AS brand
 FROM top
-CROSS JOIN LATERAL (
-    SELECT l.currency_code, l.lowest_ask FROM master_market_latest l
-    JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
-    WHERE l.product_id = top.product_id AND l.variant_id = top.variant_id
-      AND l.snapshot_time > $1 AND l.lowest_ask > 0
-    ORDER BY l.lowest_ask::float8 * r.factor, r.position LIMIT 1) buy
-CROSS JOIN LATERAL (
-    SELECT l.currency_code, l.lowest_ask FROM master_market_latest l
-    JOIN rates r ON r.currency_code = l.currency_code AND r.factor IS NOT NULL
-    WHERE l.product_id = top.product_id AND l.variant_id = top.variant_id
-      AND l.snapshot_time > $1 AND l.lowest_ask > 0
-    ORDER BY l.lowest_ask::float8 * r.factor DESC, r.position LIMIT 1) sell
+JOIN buy USING (product_id, variant_id)
+JOIN sell USING (product_id, variant_id)
 LEFT JOIN product_variants v ON v.product_id = top.product_id AND v.variant_id = top.variant_id
 LEFT JOIN products p ON p.product_id = top.product_id
 ORDER BY top.spread DESC, top.product_id, top.variant_id
@@ -217,6 +263,23 @@ class PricingStore:
             written = await connection.fetch(_UPSERT_LATEST, *columns)
         created = sum(1 for record in written if record["inserted"])
         return WriteResult(len(rows), created, len(written) - created, len(latest) - len(written))
+
+    async def latest_prices_unless(
+        self, *, product_id: str, sku: str, currencies: Sequence[str],
+        held: tuple[str, int] | None,
+    ) -> list[asyncpg.Record]:
+        """A product by id (or else by SKU, case-insensitive) with its data version and, unless
+        ``held`` (product id, data version) is still current, its latest prices, one round trip.
+        Columns: product_id, sku, title, brand, data_version, then per price variant_id,
+        variant_value, currency_code, six amounts as text ('' = none), snapshot_us (NULL in
+        the one row answered when ``held`` is current or the product has no prices). No rows:
+        no such product."""
+        held_id, held_version = held if held is not None else (None, None)
+        if product_id:
+            return await self.pool.fetch(_PRICES_BY_ID, product_id, list(currencies), held_id,
+                                         held_version)
+        return await self.pool.fetch(_PRICES_BY_SKU, sku, list(currencies), held_id,
+                                     held_version)
 
     async def latest_prices(self, product_id: str, currencies: Sequence[str]) -> list[LatestRow]:
         records = await self.pool.fetch(_LATEST_PRICES, product_id, list(currencies))
@@ -299,7 +362,8 @@ class PricingStore:
                 INSERT INTO products (product_id, sku, title, brand, catalog_synced_at)
                 VALUES ($1, $2, $3, $4, now())
                 ON CONFLICT (product_id) DO UPDATE SET sku = EXCLUDED.sku,
-                    title = EXCLUDED.title, brand = EXCLUDED.brand, catalog_synced_at = now()
+                    title = EXCLUDED.title, brand = EXCLUDED.brand, catalog_synced_at = now(),
+                    data_version = nextval('price_data_version')
                 """,
                 product.product_id, product.sku, product.title, product.brand,
             )
@@ -447,11 +511,14 @@ class PricingStore:
         return {r["currency_code"]: (r["units_per_usd"], r["as_of"]) for r in records}
 
     async def arbitrage(
-        self, *, fresh_after: datetime, min_spread: float, limit: int, base_units_per_usd: Decimal,
-        currencies: Sequence[str],
+        self, *, fresh_after: datetime, min_spread: float, limit: int,
+        factors: Sequence[float | None], currencies: Sequence[str],
     ) -> list[ArbitrageRow]:
+        """Variants whose converted lowest asks differ by at least ``min_spread`` percent;
+        ``factors[i]`` converts an amount in ``currencies[i]`` to the base currency (None: no
+        rate, that region is left out)."""
         records = await self.pool.fetch(
-            _ARBITRAGE, fresh_after, min_spread, limit, base_units_per_usd, list(currencies))
+            _ARBITRAGE, fresh_after, min_spread, limit, list(factors), list(currencies))
         return [
             ArbitrageRow(
                 product=ProductRow(r["product_id"], r["sku"], r["title"], r["brand"]),

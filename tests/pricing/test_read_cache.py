@@ -1,0 +1,110 @@
+"""GetLatestPrices' per-replica read cache: two replicas (servicers with their own caches) over
+one PostgreSQL see every committed write on their next read, and answer from the cache only
+when the product's data version is unchanged."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from syncsuite.pricing.v1 import pricing_service_pb2 as pb
+
+from services.pricing.service import PricingServicer
+from services.pricing.store import PricingStore, ProductRow, SnapshotRow
+from shared.errors import NotFound
+from shared.timestamps import from_timestamp, utcnow
+from tests.pricing.conftest import settings_for
+
+
+def _snapshot(product_id: str, variant_id: str, currency: str, ask: str, taken: datetime
+              ) -> SnapshotRow:
+    return SnapshotRow(product_id, variant_id, currency, Decimal(ask), Decimal(ask) - 10,
+                       None, None, None, None, taken)
+
+
+def _asks(reply: pb.GetLatestPricesResponse) -> dict[tuple[str, str], str]:
+    return {(p.variant_id, p.currency_code): p.lowest_ask for p in reply.prices}
+
+
+async def _catalog(store: PricingStore, title: str = "Dunk Low") -> None:
+    await store.save_catalog(ProductRow("prod-1", "DD1391-100", title, "Nike"),
+                             [("prod-1-a", "9"), ("prod-1-b", "10")])
+
+
+@pytest.fixture
+def replicas(store: PricingStore) -> tuple[PricingServicer, PricingServicer]:
+    settings = settings_for()
+    return PricingServicer(store, settings), PricingServicer(store, settings)
+
+
+async def test_replicas_see_a_committed_sync_write_on_their_next_read(
+        store: PricingStore, replicas: tuple[PricingServicer, PricingServicer]) -> None:
+    await _catalog(store)
+    taken = utcnow() - timedelta(minutes=5)
+    await store.write_snapshots([_snapshot("prod-1", v, c, "100", taken)
+                                 for v in ("prod-1-a", "prod-1-b") for c in ("USD", "GBP")])
+    request = pb.GetLatestPricesRequest(product_id="prod-1")
+    for replica in replicas:
+        first = await replica.GetLatestPrices(request, None)
+        again = await replica.GetLatestPrices(request, None)
+        assert _asks(first) == _asks(again) == {
+            (v, c): "100" for v in ("prod-1-a", "prod-1-b") for c in ("USD", "GBP")}
+        assert (replica.latest_cache.stats.hits, replica.latest_cache.stats.misses) == (1, 1)
+        assert {p.variant_value for p in again.prices} == {"9", "10"}
+        assert again.product.title == "Dunk Low"
+        price = again.prices[0]
+        assert from_timestamp(price.snapshot_time) == taken
+        assert price.age_seconds == pytest.approx(300, abs=30)
+
+    # the sync's write path commits a newer snapshot: both replicas answer it at once
+    await store.write_snapshots([_snapshot("prod-1", "prod-1-a", "GBP", "120", utcnow())])
+    for replica in replicas:
+        reply = await replica.GetLatestPrices(request, None)
+        assert _asks(reply)[("prod-1-a", "GBP")] == "120"
+        assert _asks(reply)[("prod-1-a", "USD")] == "100"
+        assert replica.latest_cache.stats.misses == 2
+
+    # a late, older snapshot changes nothing, so the cached answer stays valid
+    await store.write_snapshots([_snapshot("prod-1", "prod-1-a", "GBP", "90", taken)])
+    for replica in replicas:
+        reply = await replica.GetLatestPrices(request, None)
+        assert _asks(reply)[("prod-1-a", "GBP")] == "120"
+        assert (replica.latest_cache.stats.hits, replica.latest_cache.stats.misses) == (2, 2)
+
+    # a catalog refresh (title, sizes) is a new version too
+    await store.save_catalog(ProductRow("prod-1", "DD1391-100", "Dunk Low Retro", "Nike"),
+                             [("prod-1-a", "9.5"), ("prod-1-b", "10")])
+    for replica in replicas:
+        reply = await replica.GetLatestPrices(request, None)
+        assert reply.product.title == "Dunk Low Retro"
+        assert {p.variant_value for p in reply.prices} == {"9.5", "10"}
+
+
+async def test_sku_and_currency_subsets_are_cached_apart(
+        store: PricingStore, replicas: tuple[PricingServicer, PricingServicer]) -> None:
+    replica = replicas[0]
+    await _catalog(store)
+    await store.write_snapshots([_snapshot("prod-1", "prod-1-a", c, "100", utcnow())
+                                 for c in ("USD", "EUR")])
+    by_sku = pb.GetLatestPricesRequest(sku="dd1391-100", currency_codes=["EUR"])
+    assert {p.currency_code for p in (await replica.GetLatestPrices(by_sku, None)).prices} == {
+        "EUR"}
+    everything = await replica.GetLatestPrices(pb.GetLatestPricesRequest(product_id="prod-1"),
+                                               None)
+    assert {p.currency_code for p in everything.prices} == {"USD", "EUR"}
+    await store.write_snapshots([_snapshot("prod-1", "prod-1-a", "EUR", "130", utcnow())])
+    assert _asks(await replica.GetLatestPrices(by_sku, None)) == {("prod-1-a", "EUR"): "130"}
+
+
+async def test_unknown_product_is_not_cached_and_prices_appear_when_synced(
+        store: PricingStore, replicas: tuple[PricingServicer, PricingServicer]) -> None:
+    replica = replicas[0]
+    request = pb.GetLatestPricesRequest(product_id="prod-1")
+    with pytest.raises(NotFound):
+        await replica.GetLatestPrices(request, None)
+    assert len(replica.latest_cache) == 0
+    await _catalog(store)  # catalog first, prices not yet
+    assert list((await replica.GetLatestPrices(request, None)).prices) == []
+    await store.write_snapshots([_snapshot("prod-1", "prod-1-b", "USD", "99", utcnow())])
+    assert _asks(await replica.GetLatestPrices(request, None)) == {("prod-1-b", "USD"): "99"}
