@@ -251,10 +251,10 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
             raise InvalidArgument("entity", "unknown entity")
         state = self._state
         deleted = 0
-        try:
+        try:  # the generation first: a replica that sees no snapshot then sees the clear
+            state.generation = await state.snapshots.next_generation()
             for name in names:
                 deleted += await state.snapshots.clear(ENTITIES[name])
-            state.generation = await state.snapshots.next_generation()
         except REDIS_ERRORS:
             raise Unavailable("Redis is unreachable: the cache was not cleared") from None
         for name in names:
@@ -333,23 +333,26 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
     """Follows Redis: newer snapshot versions, ClearCache generations, and its health."""
     interval = state.settings.version_poll_seconds
     while True:
-        try:
-            generation = await state.snapshots.generation()
+        try:  # metas first: ClearCache bumps the generation before it deletes them
             metas = {name: await state.snapshots.meta(ENTITIES[name]) for name in state.tiers}
+            generation = await state.snapshots.generation()
             await _redis_up(state, runtime, True, "")
         except REDIS_ERRORS as error:
             await _redis_up(state, runtime, False, type(error).__name__)
             await asyncio.sleep(interval)
             continue
-        if state.generation is not None and generation != state.generation:
+        # 0: Redis lost its data (restarted empty); the replicas' indexes are still good
+        if state.generation is not None and generation not in (state.generation, 0):
             for tiers in state.tiers.values():
                 tiers.drop()
             log.info("cache_cleared_elsewhere", generation=generation)
+            state.generation = generation
+            await asyncio.sleep(interval)
+            continue
         state.generation = generation
         for name, tiers in state.tiers.items():
-            meta = metas[name]
             try:
-                await tiers.follow(meta.version if meta else None)
+                await tiers.follow(metas[name])
             except REDIS_ERRORS:
                 pass
         await asyncio.sleep(interval)

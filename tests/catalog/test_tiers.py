@@ -168,6 +168,13 @@ async def test_redis_down_search_still_answers_and_health_says_degraded(
 
         await _eventually(recovered, timeout=20)
 
+        async def republished() -> bool:  # Redis came back empty: the newer index is written
+            status = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
+            return status.entities[0].cached and status.entities[0].count == 300
+
+        await _eventually(republished)
+        assert (await catalog.search("cust-0001")).total_size > 0
+
 
 async def test_clear_cache_needs_the_admin_token_and_clears_every_replica(
     service_env: dict[str, str], sandbox: RunningSandbox, clean: None
