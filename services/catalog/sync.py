@@ -105,8 +105,12 @@ class CatalogSync:
                 if since is None:  # a full fetch is the whole valid data set already
                     await tiers.publish([item.record for item in incoming if not item.error],
                                         datetime.now(UTC))
-                else:  # changes only: the whole set is in PostgreSQL now
-                    await tiers.refresh_from_database()
+                else:  # changes only: merged into the current data set
+                    assert present is not None
+                    removed = set(tiers.index.by_id) - set(present) if tiers.index else set()
+                    removed.update(item.record["netsuite_id"] for item in incoming if item.error)
+                    op.details["publish_from"] = await tiers.apply_changes(
+                        [item.record for item in incoming if not item.error], removed)
                 op.details["publish_s"] = f"{time.perf_counter() - publish_started:.3f}"
             ok = True
         job.progress(end, "")  # the job's message becomes its summary at the end

@@ -278,6 +278,34 @@ class EntityTiers:
         records, _ = await self.store.load(self.spec)
         return await self.publish(records, datetime.now(UTC), SOURCE_NETSUITE)
 
+    async def apply_changes(self, changed: list[Record], removed: set[int]) -> str:
+        """After an incremental sync: the current data set with ``changed`` records put in and
+        ``removed`` ids taken out, published to every replica. Done in memory when this
+        replica's index is the latest snapshot and the result has as many records as
+        PostgreSQL; otherwise the data set is read from PostgreSQL. Says which way it went."""
+        index = self.index
+        latest = index is not None and index.source != SOURCE_POSTGRES
+        if latest and index is not None:
+            try:
+                meta = await self.snapshots.meta(self.spec)
+                latest = meta is None or meta.version == index.version
+            except REDIS_ERRORS:
+                pass  # no Redis: this replica's index is the newest data it knows
+        if latest and index is not None:
+            merged = {record["netsuite_id"]: record for record in index.records}
+            for record in changed:
+                merged[record["netsuite_id"]] = record
+            for netsuite_id in removed:
+                merged.pop(netsuite_id, None)
+            live, failed = await self.store.counts(self.spec)
+            if len(merged) == live - failed:
+                await self.publish(list(merged.values()), datetime.now(UTC), SOURCE_NETSUITE)
+                return "memory"
+            log.warning("merge_mismatch", entity=self.spec.name, merged=len(merged),
+                        database=live - failed)
+        await self.refresh_from_database()
+        return "database"
+
     # -- following other replicas ------------------------------------------------------------------
 
     async def follow(self, meta: SnapshotMeta | None) -> None:

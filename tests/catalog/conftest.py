@@ -18,7 +18,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from services.catalog.sandbox import NetSuiteSandbox, SandboxConfig, create_app
 from services.catalog.server import SERVICE
-from shared.sandbox import FaultInjector, SandboxServer
+from shared.sandbox import SandboxServer
 from shared.server import RunningService, running_service
 from tests.conftest import ADMIN_TOKEN
 
@@ -32,10 +32,6 @@ class RunningSandbox:
         self.app, self.faults = create_app(self.sandbox)
         self.server = SandboxServer(self.app)
         self.url = ""
-
-    @property
-    def faults_injector(self) -> FaultInjector:
-        return self.faults
 
     def __enter__(self) -> RunningSandbox:
         self.url = self.server.start()

@@ -8,8 +8,10 @@ import asyncio
 import asyncpg
 import grpc
 import pytest
+from syncsuite.catalog.v1 import catalog_service_pb2 as pb
 from syncsuite.sync.v1 import sync_pb2
 
+from services.catalog.sandbox import SandboxConfig
 from tests.catalog.conftest import ADMIN, RunningSandbox, catalog_env, start_catalog
 
 COMPLETED = sync_pb2.SYNC_STATUS_COMPLETED
@@ -60,6 +62,16 @@ async def test_delta_counts_are_exact_on_a_changed_data_set(
         assert counts["created"] == 2 and counts["deleted"] == len(change["deleted"]) == 3
         assert counts["seen"] < 100  # not the whole data set
         assert sandbox.sandbox.id_sweeps["customer"] == 1
+        # the index follows in memory: added records found, deleted ones gone
+        assert op.details["publish_from"] == "memory"
+        added_id, deleted_id = change["added"][0], change["deleted"][0]
+        assert (await catalog.search(f"CUST-{added_id:06d}")).total_size == 1
+        assert (await catalog.search(f"CUST-{deleted_id:06d}")).total_size == 0
+        changed_id = change["changed"][0]
+        reply = await catalog.stub.GetCustomer(
+            pb.GetCustomerRequest(netsuite_id=str(changed_id)), timeout=5)
+        upstream_phone = sandbox.sandbox.tables["customer"][changed_id]["phone"]
+        assert reply.customer.phone == upstream_phone
 
     connection = await asyncpg.connect(database_url)
     try:
@@ -113,8 +125,6 @@ async def test_failed_records_are_stored_failed_and_the_job_goes_on(
 async def test_a_concurrent_sync_of_the_same_scope_is_aborted_with_the_running_job(
     service_env: dict[str, str], clean: None
 ) -> None:
-    from services.catalog.sandbox import SandboxConfig
-
     slow = SandboxConfig(customers=300, items=10, latency_ms=400)
     with RunningSandbox(slow) as sandbox:
         env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false",

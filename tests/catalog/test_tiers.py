@@ -12,8 +12,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from syncsuite.catalog.v1 import catalog_service_pb2 as pb
 
+from services.catalog.sandbox import SandboxConfig
 from services.catalog.server import REDIS_HEALTH
 from shared.backends import EmbeddedRedis
+from shared.sandbox import FaultPlan
 from tests.catalog.conftest import ADMIN, Catalog, RunningSandbox, catalog_env, start_catalog
 
 
@@ -42,8 +44,6 @@ async def test_200_concurrent_cold_searches_make_exactly_one_upstream_fetch(
 async def test_two_cold_replicas_share_one_fetch_through_the_redis_lease(
     service_env: dict[str, str], clean: None
 ) -> None:
-    from services.catalog.sandbox import SandboxConfig
-
     with RunningSandbox(SandboxConfig(customers=300, items=10, latency_ms=150)) as sandbox:
         env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false")
         async with start_catalog(env) as first, start_catalog(env) as second:
@@ -89,8 +89,7 @@ async def test_netsuite_down_searches_answer_from_postgresql(
         await catalog.sync("customers")
         cleared = await catalog.stub.ClearCache(pb.ClearCacheRequest(), metadata=ADMIN, timeout=5)
         assert cleared.deleted_keys > 0
-    sandbox.faults.configure(__import__("shared.sandbox", fromlist=["FaultPlan"]).FaultPlan(
-        error_rate=1.0, error_status=503))
+    sandbox.faults.configure(FaultPlan(error_rate=1.0, error_status=503))
     async with start_catalog(env) as catalog:
         reply = await catalog.search("cust-0002")
         assert reply.total_size > 0
