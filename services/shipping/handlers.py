@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from syncsuite.shipping.v1 import shipping_service_pb2_grpc
 from services.shipping.store import IntegrationRow, ShippingStore, SyncLogRow
 from shared.errors import InvalidArgument, NotFound
 from shared.paging import decode_page_token, encode_page_token, page_size
+from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
 from shared.timestamps import duration, timestamp, utcnow
 
 __all__ = ["ShippingServicer", "mask"]
@@ -21,6 +23,11 @@ __all__ = ["ShippingServicer", "mask"]
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MAX_TEXT = 200
 _MAX_CREDENTIAL = 512
+# ListInventory pages kept per replica (by integration, filters and position), each checked
+# against the integration's inventory data version on every read.
+INVENTORY_CACHE_ENTRIES = 4096
+
+InventoryKey = tuple[uuid.UUID, str, str, str, int, tuple[str, str, str] | None]
 
 
 def mask(value: str) -> str:
@@ -82,14 +89,42 @@ def _log_message(row: SyncLogRow) -> pb.SyncLog:
     )
 
 
+def _inventory_page(rows: list[Any], size: int) -> pb.ListInventoryResponse:
+    """A page from :meth:`ShippingStore.list_inventory` rows (positional columns)."""
+    if rows[0][1] is None:  # nothing matched
+        return pb.ListInventoryResponse()
+    page, more = rows[:size], len(rows) > size
+    level = pb.InventoryLevel
+    levels = [level(sku=sku, warehouse_id=warehouse, location_id=location, on_hand=on_hand,
+                    allocated=allocated, available=available, average_cost=average_cost,
+                    currency=currency, warehouse_name=warehouse_name,
+                    location_name=location_name)
+              for (_, sku, warehouse, location, on_hand, allocated, available, average_cost,
+                   currency, warehouse_name, location_name) in page]
+    last = page[-1] if more else None
+    return pb.ListInventoryResponse(
+        levels=levels,
+        next_page_token=encode_page_token({"sku": last[1], "w": last[2], "l": last[3]})
+        if last else "",
+        total_on_hand=sum(row[4] for row in page),
+        total_allocated=sum(row[5] for row in page),
+        total_available=sum(row[6] for row in page),
+    )
+
+
 def _position(token: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
     return decode_page_token(token, required=keys) if token else None
 
 
 class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
-    def __init__(self, store: ShippingStore, *, retention: timedelta) -> None:
+    def __init__(
+        self, store: ShippingStore, *, retention: timedelta,
+        on_cache_event: Callable[[str], object] | None = None,
+    ) -> None:
         self._store = store
         self._retention = retention
+        self.inventory_cache: VersionedReadCache[InventoryKey, pb.ListInventoryResponse] = (
+            VersionedReadCache(max_entries=INVENTORY_CACHE_ENTRIES, on_event=on_cache_event))
 
     async def _require_integration(self, integration_id: uuid.UUID) -> None:
         if not await self._store.integration_exists(integration_id):
@@ -210,30 +245,30 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
         size = page_size(request.page_size, default=200, maximum=2000)
         position = _position(request.page_token, ("sku", "w", "l"))
         after = (str(position["sku"]), str(position["w"]), str(position["l"])) if position else None
-        rows = await self._store.list_inventory(
-            integration_id, sku=sku, warehouse_id=warehouse_id, location_id=location_id,
-            limit=size + 1, after=after,
-        )
-        if not rows and position is None:
-            await self._require_integration(integration_id)
-        page, more = rows[:size], len(rows) > size
-        levels = [pb.InventoryLevel(
-            sku=row["sku"], warehouse_id=row["inventory_warehouse_id"],
-            location_id=row["inventory_location_id"], on_hand=row["on_hand"],
-            allocated=row["allocated"], available=row["available"],
-            average_cost=_decimal_text(row["average_cost"]), currency=row["currency"],
-            warehouse_name=row["warehouse_name"], location_name=row["location_name"],
-        ) for row in page]
-        last = page[-1] if more else None
-        return pb.ListInventoryResponse(
-            levels=levels,
-            next_page_token=encode_page_token({
-                "sku": last["sku"], "w": last["inventory_warehouse_id"],
-                "l": last["inventory_location_id"]}) if last else "",
-            total_on_hand=sum(level.on_hand for level in levels),
-            total_allocated=sum(level.allocated for level in levels),
-            total_available=sum(level.available for level in levels),
-        )
+        key: InventoryKey = (integration_id, sku, warehouse_id, location_id, size, after)
+
+        async def load(held: Versioned[pb.ListInventoryResponse] | None
+                       ) -> Versioned[pb.ListInventoryResponse] | Unchanged:
+            known = held.version if held is not None else None
+            rows = await self._store.list_inventory(
+                integration_id, sku=sku, warehouse_id=warehouse_id, location_id=location_id,
+                limit=size + 1, after=after, held_version=known)  # type: ignore[arg-type]
+            if not rows:
+                raise NotFound(f"no integration {integration_id}")
+            version = rows[0][0]
+            if version == known:
+                return UNCHANGED
+            return Versioned(version, _inventory_page(rows, size))
+
+        try:
+            cached = await self.inventory_cache.get(key, load)
+        except NotFound:
+            if position is not None:  # a page past a deleted integration: nothing more
+                return pb.ListInventoryResponse()
+            raise
+        response = pb.ListInventoryResponse()
+        response.CopyFrom(cached)  # the cached message is shared: callers get their own
+        return response
 
     # -- sync logs
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -90,7 +91,9 @@ def build_service(
             shipping_service_pb2.DESCRIPTOR.services_by_name["ShippingService"],
             shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server,
             ShippingServicer(store,
-                             retention=timedelta(days=settings.sync_log_retention_days)),
+                             retention=timedelta(days=settings.sync_log_retention_days),
+                             on_cache_event=partial(runtime.metrics.cache_hit,
+                                                    "shipping_inventory")),
         )
 
     return ServiceDefinition(name="shipping", default_port=50053, setup=setup,

@@ -35,6 +35,22 @@ class BulkTable:
     name: str
     keys: tuple[Column, ...]
     values: tuple[Column, ...]
+    # The integrations column (and the sequence it takes its values from) that a statement
+    # changing rows of this table sets to a new value, in the same statement: the data version
+    # a read cache checks (see migrations/0002_inventory_version.sql).
+    version: str | None = None
+
+    def _bumping(self, changed: str, result: str) -> str:
+        """``changed`` (a data-modifying statement with RETURNING) and, if any row changed,
+        a new data version for the integration; the statement answers ``result`` over the
+        changed rows (CTE ``changed``)."""
+        if self.version is None:
+            return f"WITH changed AS ({changed}) {result}"
+        column = quote_ident(self.version)
+        return (f"WITH changed AS ({changed}), bumped AS (UPDATE integrations"
+                f" SET {column} = nextval('{self.version}')"
+                " WHERE id = $1 AND EXISTS (SELECT 1 FROM changed))"
+                f" {result}")
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -60,14 +76,15 @@ class BulkTable:
         keys = ", ".join(quote_ident(c.name) for c in self.keys)
         updates = ", ".join(f"{quote_ident(c.name)} = EXCLUDED.{quote_ident(c.name)}"
                             for c in self.values)
-        return (
+        return self._bumping(
             f"INSERT INTO {table} AS t (integration_id, {names}, deleted_at, synced_at)"
             f" SELECT $1, {names}, NULL, now() FROM {self._unnest(2)}"
             f" ON CONFLICT (integration_id, {keys}) DO UPDATE SET {updates},"
             " deleted_at = NULL, synced_at = now()"
             f" WHERE ({self._values('t')}, t.deleted_at IS NOT NULL)"
             f" IS DISTINCT FROM ({self._values('EXCLUDED')}, false)"
-            " RETURNING (xmax = 0) AS inserted"
+            " RETURNING (xmax = 0) AS inserted",
+            "SELECT inserted FROM changed",
         )
 
     @property
@@ -102,8 +119,12 @@ class BulkTable:
 
     @property
     def mark_deleted_sql(self) -> str:
-        return (f"UPDATE {quote_ident(self.name)} AS t SET deleted_at = now(),"
-                f" synced_at = now() WHERE {self._missing()}")
+        """Marks the rows not seen as deleted; answers how many."""
+        return self._bumping(
+            f"UPDATE {quote_ident(self.name)} AS t SET deleted_at = now(),"
+            f" synced_at = now() WHERE {self._missing()} RETURNING 1",
+            "SELECT count(*) FROM changed",
+        )
 
     @property
     def count_missing_sql(self) -> str:
@@ -182,6 +203,5 @@ class BulkWriter:
             self.counts.deleted += int(row["missing"])
             self._sample("deleted", row["sample"])
             return
-        status = await self._pool.execute(self.table.mark_deleted_sql, self.integration_id,
-                                          *arrays)
-        self.counts.deleted += int(status.split()[-1])
+        self.counts.deleted += int(await self._pool.fetchval(
+            self.table.mark_deleted_sql, self.integration_id, *arrays))

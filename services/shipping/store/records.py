@@ -196,8 +196,13 @@ class ShippingStore:
 
     async def list_inventory(
         self, integration_id: uuid.UUID, *, sku: str, warehouse_id: str, location_id: str,
-        limit: int, after: tuple[str, str, str] | None,
+        limit: int, after: tuple[str, str, str] | None, held_version: int | None = None,
     ) -> list[asyncpg.Record]:
+        """One round trip: the integration's inventory data version and, unless it is
+        ``held_version``, the stock rows (columns inventory_version, sku, warehouse_id,
+        location_id, on_hand, allocated, available, average_cost as text ('' = none),
+        currency, warehouse_name, location_name). One row with NULL stock columns: the version
+        is unchanged or nothing matched; no rows: no such integration."""
         where = _Where(integration_id, "i.integration_id")
         where.conditions.append("i.deleted_at IS NULL")
         for column, value in (("i.sku", sku), ("i.inventory_warehouse_id", warehouse_id),
@@ -207,9 +212,13 @@ class ShippingStore:
         if after:
             where.add("(i.sku, i.inventory_warehouse_id, i.inventory_location_id)"
                       " > ({}, {}, {})", *after)
+        where.add("g.inventory_version IS DISTINCT FROM {}::bigint", held_version)
+        # OFFSET 0 keeps the subquery apart, so the version test gates it (a one-time filter).
         return await self.pool.fetch(
-            "SELECT i.sku, i.inventory_warehouse_id, i.inventory_location_id, i.on_hand,"
-            " i.allocated, i.available, i.average_cost, i.currency,"
+            "SELECT g.inventory_version, s.* FROM integrations g LEFT JOIN LATERAL ("
+            " SELECT i.sku, i.inventory_warehouse_id, i.inventory_location_id, i.on_hand,"
+            " i.allocated, i.available, coalesce(trim_scale(i.average_cost)::text, '')"
+            " AS average_cost, i.currency,"
             " coalesce(w.name, '') AS warehouse_name, coalesce(l.name, '') AS location_name"
             " FROM inventory i"
             " LEFT JOIN inventory_warehouses w ON w.integration_id = i.integration_id"
@@ -218,7 +227,7 @@ class ShippingStore:
             "  AND l.inventory_location_id = i.inventory_location_id"
             f" WHERE {where.sql}"
             " ORDER BY i.sku, i.inventory_warehouse_id, i.inventory_location_id"
-            f" LIMIT {where.param(limit)}", *where.args,
+            f" LIMIT {where.param(limit)} OFFSET 0) s ON true WHERE g.id = $1", *where.args,
         )
 
     # -- sync logs

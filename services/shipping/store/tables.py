@@ -1,4 +1,5 @@
-"""The synced tables as bulk-write specs (columns are named like the client's record fields)."""
+"""The synced tables as bulk-write specs (columns are named like the client's record fields).
+The tables ListInventory reads bump the integration's inventory data version when they change."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ INVENTORY_WAREHOUSES = BulkTable(
     keys=(Column("inventory_warehouse_id", "text"),),
     values=(Column("name", "text"), Column("created_at", "timestamptz"),
             Column("updated_at", "timestamptz")),
+    version="inventory_version",
 )
 INVENTORY_LOCATIONS = BulkTable(
     "inventory_locations",
     keys=(Column("inventory_location_id", "text"),),
     values=(Column("inventory_warehouse_id", "text"), Column("name", "text"),
             Column("created_at", "timestamptz"), Column("updated_at", "timestamptz")),
+    version="inventory_version",
 )
 PRODUCTS = BulkTable(
     "products",
@@ -39,4 +42,5 @@ INVENTORY = BulkTable(
     values=(Column("on_hand", "bigint"), Column("allocated", "bigint"),
             Column("available", "bigint"), Column("average_cost", "numeric"),
             Column("currency", "text")),
+    version="inventory_version",
 )
