@@ -52,7 +52,8 @@ _ENTITY_NAMES = {pb.ENTITY_CUSTOMERS: "customers", pb.ENTITY_ITEMS: "items"}
 
 
 def _stamp(value: str) -> Timestamp | None:
-    return timestamp(datetime.fromisoformat(value)) if value else None
+    """A record's moment (ISO-8601, whole seconds) as a Timestamp."""
+    return Timestamp(seconds=int(datetime.fromisoformat(value).timestamp())) if value else None
 
 
 def customer_message(record: Record) -> pb.Customer:

@@ -114,8 +114,13 @@ class EntityTiers:
             log.info("tier_loaded", entity=self.spec.name, tier=SOURCE_REDIS, records=len(index),
                      duration_s=round(time.perf_counter() - started, 3))
             return index
+        log.info("tier_empty", entity=self.spec.name, tier=SOURCE_REDIS,
+                 duration_s=round(time.perf_counter() - started, 3))
         index = await self.load_from_database()
-        if index is not None:
+        if index is None:
+            log.info("tier_empty", entity=self.spec.name, tier=SOURCE_POSTGRES,
+                     duration_s=round(time.perf_counter() - started, 3))
+        else:
             log.info("tier_loaded", entity=self.spec.name, tier=SOURCE_POSTGRES,
                      records=len(index), duration_s=round(time.perf_counter() - started, 3))
             self._revalidate()

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from services.catalog.netsuite import NetSuiteClient, is_request_limit, oauth_header
 from services.catalog.records import ENTITIES
@@ -132,12 +133,19 @@ def test_request_limit_errors_are_recognised() -> None:
     assert is_request_limit(limited) and not is_request_limit(other)
 
 
-async def test_server_errors_are_retried() -> None:
+async def test_server_errors_are_retried_and_no_secret_is_logged() -> None:
     app, faults = create_app(NetSuiteSandbox(SandboxConfig(customers=30, items=1)))
     faults.force("status", count=2, status=503)
     client = _client(app)
     try:
-        rows = await client.fetch(ENTITIES["customers"])
+        with capture_logs() as logs:
+            rows = await client.fetch(ENTITIES["customers"])
     finally:
         await client.aclose()
     assert len(rows) == 30 and client.http.stats.retries == 2
+    assert any(entry["event"] == "upstream_retry" for entry in logs)
+    logged = repr(logs)
+    for secret in (SANDBOX_CREDENTIALS.consumer_secret, SANDBOX_CREDENTIALS.token_secret,
+                   SANDBOX_CREDENTIALS.token_id, SANDBOX_CREDENTIALS.consumer_key):
+        assert secret.reveal() not in logged
+    assert "oauth_signature" not in logged
