@@ -33,6 +33,7 @@ __all__ = ["SearchIndex", "SearchResult", "build_index", "collector_paused"]
 
 _SEPARATOR = "\x00"  # between fields in a haystack: a query never contains it
 _RESULT_CACHE_SIZE = 512
+_DIRECT_PREFIX_LIMIT = 4096  # fewer matches: test each; more: bisect the sorted field values
 _TOKEN = re.compile(r"[^\W_]+")
 
 
@@ -157,23 +158,35 @@ class SearchIndex:
         if not needle:
             return None
         haystacks = self.haystacks
-        parts = _TOKEN.findall(needle)
+        parts = []
+        for found in _TOKEN.finditer(needle):
+            # a part next to punctuation in the query must start/end a token there
+            parts.append((found.group(), found.start() > 0, found.end() < len(needle)))
         if not parts:  # only punctuation or spaces: nothing to look up
             return [p for p, haystack in enumerate(haystacks) if needle in haystack]
-        best: list[list[int]] | None = None
-        best_size = 0
-        for part in set(parts):
-            holders = [self._token_positions[self._tokens[t]] for t in self._tokens_with(part)]
-            if not holders:
+        sized: list[tuple[int, list[list[int]]]] = []
+        for part, must_start, must_end in sorted(set(parts), key=lambda p: -len(p[0])):
+            if sized and ((len(part) < 3 and not (must_start or must_end))
+                          or sized[0][0] <= 64):
+                break  # candidates are few already; the final test checks the whole needle
+            tokens = self._tokens
+            ids = self._tokens_with(part)
+            if must_start and must_end:
+                ids = [t for t in ids if tokens[t] == part]
+            elif must_start:
+                ids = [t for t in ids if tokens[t].startswith(part)]
+            elif must_end:
+                ids = [t for t in ids if tokens[t].endswith(part)]
+            if not ids:
                 return []
-            size = sum(len(positions) for positions in holders)
-            if best is None or size < best_size:
-                best, best_size = holders, size
-        assert best is not None
-        if len(best) == 1:
-            candidates: Iterable[int] = best[0]
-        else:
-            candidates = sorted(set().union(*best))
+            holders = [self._token_positions[tokens[t]] for t in ids]
+            sized.append((sum(len(positions) for positions in holders), holders))
+            sized.sort(key=lambda entry: entry[0])
+        best = sized[0][1]
+        candidates: Iterable[int] = best[0] if len(best) == 1 else sorted(set().union(*best))
+        if len(sized) > 1 and sized[0][0] > 64:  # narrow by the next most selective part
+            other = set().union(*sized[1][1])
+            candidates = [p for p in candidates if p in other]
         return [p for p in candidates if needle in haystacks[p]]
 
     def _tokens_with(self, part: str) -> list[int]:
@@ -222,6 +235,14 @@ class SearchIndex:
             matches = [p for p in matches if p in allowed]
         if not matches:
             return []
+        if len(matches) <= _DIRECT_PREFIX_LIMIT:  # a field starts with the needle: C-speed test
+            haystacks, marked = self.haystacks, _SEPARATOR + needle
+            first = [p for p in matches
+                     if haystacks[p].startswith(needle) or marked in haystacks[p]]
+            if len(first) == len(matches) or not first:
+                return matches
+            chosen = set(first)
+            return first + [p for p in matches if p not in chosen]
         prefix = self._prefix_set(needle)
         if not prefix:
             return matches

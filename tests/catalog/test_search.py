@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from services.catalog.records import ENTITIES, Record
 from services.catalog.search import build_index
 
@@ -52,6 +54,17 @@ def test_matches_every_search_field_and_never_across_fields() -> None:
     assert _ids(index, "foods london") == []
 
 
+def test_queries_spanning_punctuation_match_inside_tokens() -> None:
+    index = _index()
+    assert _ids(index, "me anal") == [1]  # the end of "acme", the start of "analytics"
+    assert _ids(index, "ics inc.") == [1]
+    assert _ids(index, "acme analytics inc.") == [1]
+    assert _ids(index, "a@acme.ex") == [1]
+    assert _ids(index, "me ana") == [1]
+    assert _ids(index, "cme hold") == [5]
+    assert _ids(index, "acme xx") == []
+
+
 def test_rare_substrings_and_short_queries() -> None:
     index = _index()
     assert _ids(index, "qzxv") == []
@@ -77,3 +90,33 @@ def test_get_by_id_and_paging() -> None:
     result = index.search("a", {})  # type: ignore[attr-defined]
     pages = [index.page(result, offset, 2) for offset in (0, 2, 4)]  # type: ignore[attr-defined]
     assert sum(len(p) for p in pages) == result.total == 5
+
+
+def test_the_index_agrees_with_a_linear_scan_on_random_queries() -> None:
+    from zoneinfo import ZoneInfo
+
+    from services.catalog.records import parse_row
+    from services.catalog.sandbox import NetSuiteSandbox, SandboxConfig
+
+    sandbox = NetSuiteSandbox(SandboxConfig(customers=400, items=1))
+    records = [parse_row(CUSTOMERS, row, ZoneInfo("UTC")).record
+               for _, row in sandbox.ordered("customer")]
+    index = build_index(CUSTOMERS, records, version=1, source="redis", fetched_at=None)
+    rng = random.Random(3)
+    queries = []
+    for _ in range(400):
+        record = rng.choice(records)
+        value = str(record[rng.choice(CUSTOMERS.search_fields)])
+        if len(value) < 2:
+            continue
+        start = rng.randrange(len(value) - 1)
+        queries.append(value[start:start + rng.randint(1, 12)])
+    queries += ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz.-@ ") for _ in range(
+        rng.randint(1, 6))) for _ in range(200)]
+    for query in queries:
+        needle = query.casefold()
+        fields = [[str(r[f]).casefold() for f in CUSTOMERS.search_fields] for r in index.records]
+        hits = [p for p, values in enumerate(fields) if any(needle in v for v in values)]
+        prefix = [p for p in hits if any(v.startswith(needle) for v in fields[p])]
+        expected = prefix + [p for p in hits if p not in set(prefix)]
+        assert index.search(query, {}).positions == expected, query
