@@ -129,7 +129,7 @@ def _details(report: sync_pb2.SyncReport) -> str:
     counts = ", ".join(f"{k} {getattr(op.counts, k)}" for k in
                        ("seen", "created", "updated", "unchanged", "deleted") if
                        getattr(op.counts, k))
-    keys = ("mode", "fetch_s", "write_s", "publish_s", "database_round_trips")
+    keys = ("mode", "fetch_s", "write_s", "publish_s", "publish_from", "database_round_trips")
     steps = ", ".join(f"{o.name} {o.duration.ToTimedelta().total_seconds():.2f} s"
                       for o in report.operations)
     return (f"{counts}; " + ", ".join(f"{k}={op.details[k]}" for k in keys if k in op.details)

@@ -126,6 +126,19 @@ async def test_the_restlet_concurrency_limit_is_retried_until_every_page_arrives
     assert client.http.stats.retries > 0  # some pages met SSS_REQUEST_LIMIT_EXCEEDED
 
 
+async def test_the_rest_concurrency_limit_answers_429_and_is_retried() -> None:
+    sandbox = NetSuiteSandbox(SandboxConfig(customers=1200, items=1, concurrency=2,
+                                            latency_ms=30))
+    app, _ = create_app(sandbox)
+    client = _client(app, page_size=100, concurrency=6, max_attempts=10)
+    try:
+        rows = await client.fetch(ENTITIES["customers"])
+    finally:
+        await client.aclose()
+    assert len({r["id"] for r in rows}) == 1200
+    assert client.http.stats.throttled > 0
+
+
 def test_request_limit_errors_are_recognised() -> None:
     limited = httpx.Response(400, json={"error": {"code": "SSS_REQUEST_LIMIT_EXCEEDED",
                                                   "message": "Request limit exceeded"}})
