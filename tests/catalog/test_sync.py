@@ -145,3 +145,24 @@ async def test_a_concurrent_sync_of_the_same_scope_is_aborted_with_the_running_j
                     break
                 await asyncio.sleep(0.1)
             assert job.report.status == COMPLETED
+
+
+@pytest.mark.parametrize(("netsuite_zone", "assumed_zone"), [
+    ("Pacific/Kiritimati", "Pacific/Pago_Pago"),  # NetSuite 25 h ahead of what we assume
+    ("Pacific/Pago_Pago", "Pacific/Kiritimati"),  # 25 h behind
+])
+async def test_incremental_sync_misses_nothing_whatever_netsuites_time_zone(
+    service_env: dict[str, str], clean: None, netsuite_zone: str, assumed_zone: str
+) -> None:
+    with RunningSandbox(SandboxConfig(customers=200, items=5, timezone=netsuite_zone)) as sandbox:
+        env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false",
+                          NETSUITE_TIMEZONE=assumed_zone)
+        async with start_catalog(env) as catalog:
+            await catalog.sync("customers")
+            for _ in range(2):
+                change = sandbox.mutate(entity="customers", share=0.1, add=1)
+                report = await catalog.sync("customers")
+                op = next(o for o in report.operations if o.name == "customers")
+                assert op.details["mode"] == "incremental"
+                assert op.counts.updated == len(change["changed"]) == 20
+                assert op.counts.created == 1
