@@ -18,12 +18,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "CUSTOMERS",
     "CUSTOMER_FIELDS",
     "ENTITIES",
+    "ITEMS",
     "ITEM_FIELDS",
     "ITEM_TYPES",
     "EntitySpec",
     "ParsedRow",
+    "Record",
     "content_hash",
     "format_moment",
     "parse_moment",

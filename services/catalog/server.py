@@ -104,6 +104,13 @@ def _query(raw: str) -> str:
     return query
 
 
+def _filter(field: str, raw: str) -> str:
+    value = raw.strip()
+    if len(value) > MAX_QUERY:
+        raise InvalidArgument(field, f"at most {MAX_QUERY} characters, got {len(value)}")
+    return value
+
+
 def _page_size(requested: int) -> int:
     if requested < 0 or requested > MAX_PAGE:
         raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE}, got {requested}")
@@ -169,7 +176,8 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
 
     async def SearchCustomers(self, request: pb.SearchCustomersRequest, context: Any
                               ) -> pb.SearchCustomersResponse:
-        filters = {"country": request.country.strip(), "industry": request.industry.strip()}
+        filters = {"country": _filter("country", request.country),
+                   "industry": _filter("industry", request.industry)}
         index, positions, total, token, provenance = await self._search(
             "customers", request.query, filters, request.page_size, request.page_token)
         return pb.SearchCustomersResponse(
@@ -179,7 +187,7 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
 
     async def SearchItems(self, request: pb.SearchItemsRequest, context: Any
                           ) -> pb.SearchItemsResponse:
-        filters = {"item_type": request.item_type.strip()}
+        filters = {"item_type": _filter("item_type", request.item_type)}
         index, positions, total, token, provenance = await self._search(
             "items", request.query, filters, request.page_size, request.page_token)
         return pb.SearchItemsResponse(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -43,7 +43,6 @@ class DeltaResult:
     deleted: int = 0
     round_trips: int = 0
     seconds: float = 0.0
-    changed_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

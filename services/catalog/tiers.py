@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import redis.exceptions
 import structlog
@@ -55,14 +57,14 @@ class TierOptions:
     lease_poll_seconds: float = 0.2
 
 
-def parse_rows(spec: EntitySpec, rows: list[dict[str, object]], zone: object
+def parse_rows(spec: EntitySpec, rows: list[dict[str, Any]], zone: ZoneInfo
                ) -> tuple[list[IncomingRecord], int]:
     """Rows as validated records; rows without a usable id are skipped (and counted)."""
     incoming: list[IncomingRecord] = []
     skipped = 0
     for row in rows:
         try:
-            parsed = parse_row(spec, row, zone)  # type: ignore[arg-type]
+            parsed = parse_row(spec, row, zone)
         except (KeyError, TypeError, ValueError):
             skipped += 1
             continue
@@ -88,7 +90,6 @@ class EntityTiers:
         self._fetching: asyncio.Task[SearchIndex] | None = None
         self.upstream_error = ""
         self.upstream_failed_at: float | None = None
-        self.upstream_fetches = 0  # fetches this replica made (leases it won)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -234,7 +235,6 @@ class EntityTiers:
 
     async def _fetch_and_store(self) -> SearchIndex:
         started = time.perf_counter()
-        self.upstream_fetches += 1
         try:
             rows = await self.client.fetch(self.spec)
         except UpstreamError as error:

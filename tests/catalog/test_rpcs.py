@@ -31,8 +31,10 @@ async def catalog(service_env: dict[str, str], sandbox: RunningSandbox, clean: N
         ({"query": "acme", "page_size": -1}, "page_size"),
         ({"query": "acme", "page_size": 201}, "page_size"),
         ({"query": "acme", "page_token": "garbage"}, "page_token"),
+        ({"country": "x" * 101}, "country"),
     ],
-    ids=["empty", "oversize", "control-char", "negative-page", "huge-page", "bad-token"],
+    ids=["empty", "oversize", "control-char", "negative-page", "huge-page", "bad-token",
+         "oversize-filter"],
 )
 async def test_bad_search_input_is_invalid_argument_naming_the_field(
     catalog: Catalog, request_fields: dict[str, object], field: str
