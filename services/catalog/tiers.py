@@ -200,7 +200,8 @@ class EntityTiers:
 
     async def _fetch_once(self) -> SearchIndex:
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + self.options.lease_seconds
+        # a crashed holder's lease expires after lease_seconds: wait a little longer than that
+        deadline = time.monotonic() + 2 * self.options.lease_seconds
         known = self.index.version if self.index is not None else 0
         while True:
             try:
@@ -276,6 +277,8 @@ class EntityTiers:
                         error=type(error).__name__)
         index = await self._build(records, version, source, fetched_at)
         self.install(index)
+        if source == SOURCE_NETSUITE:  # NetSuite just answered (a fetch or a sync)
+            self.upstream_failed_at, self.upstream_error = None, ""
         return index
 
     async def refresh_from_database(self) -> SearchIndex | None:
