@@ -19,7 +19,8 @@ from services.shipping.store import IntegrationRow, ShippingStore
 from services.shipping.sync import SCOPES, ClientFactory, ShippingSync
 from shared.config import load
 from shared.server import Runtime, ServiceDefinition
-from shared.sync import SyncScope
+from shared.sync import SyncJob, SyncScope
+from shared.timestamps import utcnow
 
 __all__ = ["SERVICE", "build_service", "make_client_factory"]
 
@@ -87,11 +88,24 @@ def build_service(
                           locks=LOCKS[name], details=details),
                 default=name == "all",
             )
+        retention = timedelta(days=settings.sync_log_retention_days)
+
+        async def prune_logs(job: SyncJob) -> None:
+            async with job.operation("prune sync_logs") as op:
+                cutoff = utcnow() - retention
+                op.details["cutoff"] = cutoff.isoformat()
+                if job.dry_run:
+                    op.details["dry_run"] = "nothing deleted"
+                    return
+                op.records = op.counts.deleted = await store.prune_sync_logs(cutoff)
+
+        runtime.sync.add(SyncScope(
+            "prune-logs", prune_logs, description="sync_logs older than the retention"))
         runtime.add_servicer(
             shipping_service_pb2.DESCRIPTOR.services_by_name["ShippingService"],
             shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server,
             ShippingServicer(store,
-                             retention=timedelta(days=settings.sync_log_retention_days),
+                             retention=retention,
                              on_cache_event=partial(runtime.metrics.cache_hit,
                                                     "shipping_inventory")),
         )

@@ -202,3 +202,14 @@ async def test_sync_logs_are_paged_filtered_and_pruned(start_shipping: StartShip
                                                   timeout=10)
         assert pruned.deleted == 1
         assert await shipping.fetchval("SELECT count(*) FROM shipping.sync_logs") == 2
+
+        # the scheduler prunes through SyncService scope `prune-logs` with the same default
+        await shipping.fetchval(
+            "UPDATE shipping.sync_logs SET \"timestamp\" = now() - interval '45 days'"
+            " WHERE id = (SELECT min(id) FROM shipping.sync_logs)")
+        dry = await shipping.sync("prune-logs", dry_run=True)
+        assert dry.counts.deleted == 0
+        assert await shipping.fetchval("SELECT count(*) FROM shipping.sync_logs") == 2
+        scheduled = await shipping.sync("prune-logs")
+        assert scheduled.counts.deleted == 1 and scheduled.operations[0].ok
+        assert await shipping.fetchval("SELECT count(*) FROM shipping.sync_logs") == 1
