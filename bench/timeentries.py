@@ -150,7 +150,8 @@ async def _check_nothing_lost(report: Report, env: dict[str, str], email: str) -
 
     redis = aioredis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
     try:
-        in_redis = await redis.zcard(f"user:{email}:entries:by-date")
+        # day numbers are ≥ 1; bookkeeping members of the index score ≤ 0
+        in_redis = await redis.zcount(f"user:{email}:entries:by-date", 1, "+inf")
     finally:
         await redis.aclose()
     connection = await asyncpg.connect(env["DATABASE_URL"])

@@ -8,11 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import RedisError
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
-from services.timeentries.hot_store import HotEntry, HotStore, WriteResult, entry_key
+from services.timeentries.hot_store import HotEntry, HotStore, WriteResult
+from services.timeentries.hot_window import new_nonce, prove_hot_window
 from services.timeentries.model import Entry, Limits, parse_date, parse_entry_id, validate_fields
 from services.timeentries.outbox import Outbox
 from services.timeentries.projects import Projects
@@ -25,6 +27,7 @@ from shared.timestamps import duration, timestamp
 
 __all__ = ["TimeEntriesServicer"]
 
+
 MAX_RANGE_DAYS = 366
 NO_ACCESS = "unknown project, or you have no access to it"
 
@@ -33,13 +36,25 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def _stamp(iso: str) -> Timestamp:
+    """The Timestamp of a stored ISO 8601 UTC time (integer arithmetic, no float rounding)."""
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return Timestamp(seconds=(moment - _EPOCH) // _SECOND, nanos=moment.microsecond * 1000)
+
+
 def _proto(hot: HotEntry) -> pb.TimeEntry:
     entry = hot.entry
     return pb.TimeEntry(
         entry_id=entry.id, project_id=entry.project_id, date=entry.date,
         duration_minutes=entry.minutes, description=entry.description, billable=entry.billable,
-        create_time=timestamp(datetime.fromisoformat(entry.create_time)),
-        update_time=timestamp(datetime.fromisoformat(entry.update_time)), version=entry.version,
+        create_time=_stamp(entry.create_time), update_time=_stamp(entry.update_time),
+        version=entry.version,
         sync_state=pb.SYNC_STATE_SYNCED if hot.synced else pb.SYNC_STATE_PENDING,
     )
 
@@ -52,7 +67,6 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
     outbox: Outbox
     limits: Limits
     metrics: Metrics
-    hot_days: int
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -186,7 +200,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         if request.page_token:
             cursor = decode_page_token(request.page_token, required=("d", "i"))
             after = (parse_date("page_token", str(cursor["d"])), str(cursor["i"]))
-        hot_start = today - timedelta(days=self.hot_days)
+        hot_start = self.hot.hot_window_start(today)
         try:
             found = await self._range(email, first, last, after, size + 1, hot_start)
         except RedisError:
@@ -205,14 +219,22 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         self, email: str, first: date, last: date, after: tuple[date, str] | None, limit: int,
         hot_start: date,
     ) -> list[HotEntry]:
-        """Redis for the hot window (and whatever it holds), PostgreSQL for older dates or a
-        cold index; merged by id, the higher version winning, in (date, id) order."""
-        hot = await self.hot.list_range(email, first, last)
-        merged: dict[str, HotEntry] = {h.entry.id: h for h in hot or []}
-        cold_last = last if hot is None else min(last, hot_start - timedelta(days=1))
+        """Redis for the whole range (it has the newest version of whatever it holds); when its
+        index is proven complete for the hot window, PostgreSQL only for the days before it,
+        otherwise PostgreSQL for the whole range (then the index is proven for next time). Merged
+        by id, the newer version winning, in (date, id) order."""
+        nonce = new_nonce()
+        hot = await self.hot.list_range(email, first, last, hot_start, proof_nonce=nonce)
+        cursor = (after[0].isoformat(), after[1]) if after is not None else None
+        if hot.complete and first >= hot_start:  # all from Redis, already in order
+            found = hot.entries if cursor is None else [
+                h for h in hot.entries if (h.entry.date, h.entry.id) > cursor]
+            return [h for h in found if h.entry.email == email][:limit]
+        merged: dict[str, HotEntry] = {h.entry.id: h for h in hot.entries}
+        cold_last = min(last, hot_start - timedelta(days=1)) if hot.complete else last
         if first <= cold_last:
             stored = await self.entries.list_range(email, first, cold_last, after, limit)
-            newer = await self._newer_in_redis([e for e in stored if e.id not in merged])
+            newer = await self.hot.newer_than([e for e in stored if e.id not in merged])
             for entry in stored:
                 if entry.id in merged:
                     continue
@@ -221,25 +243,12 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                     merged[entry.id] = HotEntry(entry, True)
                 elif not current.entry.deleted and first <= current.entry.day <= last:
                     merged[entry.id] = current
+        if not hot.complete:
+            await prove_hot_window(self.hot, self.entries, email, nonce, hot_start)
         ordered = sorted(merged.values(), key=lambda h: (h.entry.date, h.entry.id))
-        if after is not None:
-            cursor = (after[0].isoformat(), after[1])
+        if cursor is not None:
             ordered = [h for h in ordered if (h.entry.date, h.entry.id) > cursor]
         return [h for h in ordered if h.entry.email == email][:limit]
-
-    async def _newer_in_redis(self, stored: list[Entry]) -> dict[str, HotEntry]:
-        """Entries Redis holds in a newer version than PostgreSQL (changes not drained yet)."""
-        if not stored:
-            return {}
-        async with self.hot.redis.pipeline(transaction=False) as pipe:
-            for entry in stored:
-                pipe.hgetall(entry_key(entry.id))
-            hashes = await pipe.execute()
-        newer: dict[str, HotEntry] = {}
-        for entry, data in zip(stored, hashes, strict=True):
-            if data and int(data.get("version", 0)) > entry.version:
-                newer[entry.id] = HotEntry.from_hash(data)
-        return newer
 
     async def ListProjects(self, request: pb.ListProjectsRequest, context: Any) -> Any:
         email = current_user_email()

@@ -10,6 +10,12 @@ Keys (seed names kept where the seed system had them)::
     timeentries:idempotency:{email}:{request id}  string: the entry id a request created
     timeentries:nudges                  counter: bumped by a write of a user with unsynced entries
 
+The by-date index also holds two kinds of bookkeeping members below every day number (scores
+≤ 0, so a date range never returns them): ``-complete`` (score 0) says the index has been proven
+to hold every live entry dated in the hot window, and ``-proving:{nonce}`` (score -1) marks a
+proof in progress (see :meth:`HotStore.begin_proof`). A lost or recreated index loses them, so a
+recreated index is never taken as complete.
+
 Every write is one Lua script, so the hash, the index, the TTLs and the outbox message are
 written together or not at all (and, with AOF ``appendfsync always``, are on disk before the
 caller is answered).
@@ -17,8 +23,9 @@ caller is answered).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,14 +33,17 @@ import redis.asyncio as aioredis
 from services.timeentries.model import Entry
 
 __all__ = [
+    "INDEX_COMPLETE",
     "NUDGES",
     "OUTBOX",
     "PROJECTS_LOADED",
     "HotEntry",
+    "HotRange",
     "HotStore",
     "WriteResult",
     "by_date_key",
     "entry_key",
+    "hot_window_start",
     "projects_key",
     "unsynced_key",
 ]
@@ -42,6 +52,8 @@ OUTBOX = "timeentries:outbox"
 NUDGES = "timeentries:nudges"
 PROJECTS_LOADED = "-"  # member of user:{email}:projects meaning "this set was loaded"
 IDEMPOTENCY_TTL = 24 * 3600
+INDEX_COMPLETE = "-complete"  # by-date member (score 0): the hot window is complete in Redis
+PROVING_PREFIX = "-proving:"  # by-date member (score -1): a completeness proof in progress
 
 
 def entry_key(entry_id: str) -> str:
@@ -184,6 +196,94 @@ return 1
 """
 
 
+# One round trip for a date range. Entry hashes are read by names derived from the index
+# (entry:{id}), which a single Redis (or one shard) allows; the entries come back as one JSON
+# array, so the client parses one reply instead of ~30 per entry.
+# KEYS: by-date. ARGV: first day, last day, cap, hot window's first day, proof nonce ('' = none),
+# index TTL. Returns {complete (1/0), JSON array of the entries in (day, id) order}.
+# A hash missing for a day in the hot window (it cannot have expired there, so it was lost)
+# withdraws the completeness marker; missing ids are removed from the index. When the index is
+# not complete and a nonce is given, the nonce is placed (creating the index if need be) to
+# start a proof (_PROVE).
+_LIST = _PRELUDE + """
+local complete = redis.call('ZSCORE', KEYS[1], '""" + INDEX_COMPLETE + """') and 1 or 0
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', 0,
+  ARGV[3])
+local hot_start = tonumber(ARGV[4])
+local rows = {}
+local gone = {}
+for i = 1, #found, 2 do
+  local flat = redis.call('HGETALL', 'entry:' .. found[i])
+  if #flat == 0 then
+    gone[#gone + 1] = found[i]
+    if tonumber(found[i + 1]) >= hot_start then complete = 0 end
+  else
+    rows[#rows + 1] = as_table(flat)
+  end
+end
+if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+if complete == 0 then
+  redis.call('ZREM', KEYS[1], '""" + INDEX_COMPLETE + """')
+  if ARGV[5] ~= '' then
+    local fresh = redis.call('EXISTS', KEYS[1]) == 0
+    redis.call('ZADD', KEYS[1], -1, '""" + PROVING_PREFIX + """' .. ARGV[5])
+    if fresh then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
+  end
+end
+if #rows == 0 then return {complete, '[]'} end
+return {complete, cjson.encode(rows)}
+"""
+
+# KEYS: by-date. ARGV: nonce, then the ids PostgreSQL holds live in the hot window, read after
+# _LIST placed the nonce. Marks the index complete if the nonce is still there (so the index
+# was neither lost nor recreated since: every entry not yet in PostgreSQL was written to it) and
+# every such id is in the index with its hash (or its hash holds a delete not drained yet).
+# Returns 1 when marked.
+_PROVE = """
+if redis.call('ZREM', KEYS[1], '""" + PROVING_PREFIX + """' .. ARGV[1]) == 0 then return 0 end
+for i = 2, #ARGV do
+  local key = 'entry:' .. ARGV[i]
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) and redis.call('HGET', key, 'deleted') ~= '1'
+  then return 0 end
+end
+redis.call('ZADD', KEYS[1], 0, '""" + INDEX_COMPLETE + """')
+return 1
+"""
+
+
+# KEYS: by-date indexes. ARGV: nonce, index TTL. Places the nonce in each index not proven
+# complete (creating it if need be); returns 1/0 per index: a proof was started.
+_BEGIN_PROOFS = """
+local started = {}
+for i = 1, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], '""" + INDEX_COMPLETE + """') then
+    started[i] = 0
+  else
+    local fresh = redis.call('EXISTS', KEYS[i]) == 0
+    redis.call('ZADD', KEYS[i], -1, '""" + PROVING_PREFIX + """' .. ARGV[1])
+    if fresh then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+    started[i] = 1
+  end
+end
+return started
+"""
+
+# KEYS: entry hashes. ARGV: the version PostgreSQL holds of each. Returns a JSON array of the
+# hashes holding a newer version (changes not drained yet), in one round trip.
+_NEWER = _PRELUDE + """
+local rows = {}
+for i = 1, #KEYS do
+  local version = redis.call('HGET', KEYS[i], 'version')
+  if version and tonumber(version) > tonumber(ARGV[i]) then
+    rows[#rows + 1] = as_table(redis.call('HGETALL', KEYS[i]))
+  end
+end
+if #rows == 0 then return '[]' end
+return cjson.encode(rows)
+"""
+
+
 @dataclass(frozen=True)
 class HotEntry:
     entry: Entry
@@ -192,6 +292,15 @@ class HotEntry:
     @classmethod
     def from_hash(cls, data: dict[str, Any]) -> HotEntry:
         return cls(Entry.from_mapping(data), data.get("synced") == "1")
+
+
+@dataclass(frozen=True)
+class HotRange:
+    """What Redis holds for a date range; ``complete``: the index is proven to hold every live
+    entry dated in the hot window (so that part needs no PostgreSQL)."""
+
+    entries: list[HotEntry]
+    complete: bool
 
 
 @dataclass(frozen=True)
@@ -206,17 +315,33 @@ class WriteResult:
     current_version: int = 0
 
 
+def hot_window_start(today: date, ttl_seconds: int, max_future_days: int) -> date:
+    """The first day whose entries cannot have left Redis by TTL: an entry dated D was written
+    no earlier than day D − max_future_days and lives the TTL from its last write, so every
+    entry dated today + 1 + max_future_days − TTL days or later is still there (31-day TTL,
+    dates at most a day ahead: the last 30 days, today − 29 … today)."""
+    return today + timedelta(days=1 + max_future_days - ttl_seconds // 86400)
+
+
 def _pairs(flat: list[Any]) -> dict[str, Any]:
     return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 class HotStore:
-    def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
+    def __init__(self, redis: aioredis.Redis, ttl_seconds: int, max_future_days: int = 1) -> None:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
+        self.max_future_days = max_future_days
         self._create = redis.register_script(_CREATE)
         self._change = redis.register_script(_CHANGE)
         self._mark = redis.register_script(_MARK)
+        self._list = redis.register_script(_LIST)
+        self._prove = redis.register_script(_PROVE)
+        self._newer = redis.register_script(_NEWER)
+        self._begin_proofs = redis.register_script(_BEGIN_PROOFS)
+
+    def hot_window_start(self, today: date) -> date:
+        return hot_window_start(today, self.ttl_seconds, self.max_future_days)
 
     async def create(self, entry: Entry, request_id: str = "") -> WriteResult:
         email = entry.email
@@ -259,33 +384,46 @@ class HotStore:
         return HotEntry.from_hash(data) if data else None
 
     async def list_range(
-        self, email: str, first: date, last: date, cap: int = 5000
-    ) -> list[HotEntry] | None:
-        """The user's entries dated first..last (date, id order); None when the user's index
-        is not in Redis at all (cold: read PostgreSQL instead)."""
-        index = by_date_key(email)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(index)
-            pipe.zrangebyscore(index, first.toordinal(), last.toordinal(), start=0, num=cap)
-            exists, ids = await pipe.execute()
-        if not exists:
-            return None
-        if not ids:
+        self, email: str, first: date, last: date, hot_start: date, *, proof_nonce: str = "",
+        cap: int = 5000,
+    ) -> HotRange:
+        """The user's entries dated first..last, in (date, id) order, in one round trip. When
+        the index is not proven complete, ``proof_nonce`` (if given) starts a proof
+        (:meth:`prove`)."""
+        complete, payload = await self._list(
+            keys=[by_date_key(email)],
+            args=[first.toordinal(), last.toordinal(), cap, hot_start.toordinal(), proof_nonce,
+                  self.ttl_seconds],
+        )
+        return HotRange(
+            [HotEntry(Entry.from_mapping(row), row.get("synced") == "1")
+             for row in json.loads(payload)],
+            bool(complete),
+        )
+
+    async def begin_proofs(self, emails: list[str], nonce: str) -> list[str]:
+        """The users (of ``emails``) whose index is not proven complete; ``nonce`` is placed in
+        each of them, to be passed to :meth:`prove`."""
+        if not emails:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.hgetall(entry_key(entry_id))
-            hashes = await pipe.execute()
-        found: list[HotEntry] = []
-        expired: list[str] = []
-        for entry_id, data in zip(ids, hashes, strict=True):
-            if data:
-                found.append(HotEntry.from_hash(data))
-            else:
-                expired.append(entry_id)
-        if expired:
-            await self.redis.zrem(index, *expired)
-        return found
+        started = await self._begin_proofs(keys=[by_date_key(email) for email in emails],
+                                           args=[nonce, self.ttl_seconds])
+        return [email for email, flag in zip(emails, started, strict=True) if flag]
+
+    async def prove(self, email: str, nonce: str, live_ids: list[str]) -> bool:
+        """Marks the user's index complete for the hot window, given ``live_ids``: the ids
+        PostgreSQL holds live in that window, read after :meth:`list_range` or
+        :meth:`begin_proofs` placed ``nonce``."""
+        return bool(await self._prove(keys=[by_date_key(email)], args=[nonce, *live_ids]))
+
+    async def newer_than(self, stored: list[Entry]) -> dict[str, HotEntry]:
+        """The entries of ``stored`` that Redis holds in a newer version (not drained yet)."""
+        if not stored:
+            return {}
+        payload = await self._newer(keys=[entry_key(entry.id) for entry in stored],
+                                    args=[entry.version for entry in stored])
+        return {row["id"]: HotEntry(Entry.from_mapping(row), row.get("synced") == "1")
+                for row in json.loads(payload)}
 
     async def mark_synced(self, sink_flag: str, entries: list[Entry]) -> None:
         """Tells each entry's hash that ``sink_flag`` ('pg' or 'zoho') has its version."""

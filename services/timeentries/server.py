@@ -25,7 +25,9 @@ __all__ = ["SERVICE"]
 async def setup(runtime: Runtime) -> None:
     settings = load(TimeEntriesSettings, runtime.environ)
     zoho = ZohoClient.from_settings(settings)
-    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400)
+    limits = Limits(max_past_days=settings.max_past_days,
+                    max_description=settings.max_description)
+    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400, limits.max_future_days)
     entries = EntryStore(runtime.db)
     project_store = ProjectStore(runtime.db)
     projects = Projects(runtime.redis, project_store, runtime.metrics)
@@ -36,9 +38,8 @@ async def setup(runtime: Runtime) -> None:
         timeentries_service_pb2_grpc.add_TimeEntriesServiceServicer_to_server,
         TimeEntriesServicer(
             hot=hot, entries=entries, projects=projects, outbox=outbox,
-            limits=Limits(max_past_days=settings.max_past_days,
-                          max_description=settings.max_description),
-            metrics=runtime.metrics, hot_days=max(1, settings.entry_ttl_days - 2),
+            limits=limits,
+            metrics=runtime.metrics,
         ),
     )
 

@@ -68,7 +68,11 @@ class TimeEntriesSettings:
     retry_max_seconds: float = env(
         "TIMEENTRIES_RETRY_MAX_SECONDS", default=300.0, help="longest backoff between retries"
     )
-    entry_ttl_days: int = env("TIMEENTRIES_ENTRY_TTL_DAYS", default=30)
+    entry_ttl_days: int = env(
+        "TIMEENTRIES_ENTRY_TTL_DAYS", default=31,
+        help="life of the hot copy after its last write; ListTimeEntries reads the last "
+        "TTL − 1 days from Redis alone (31: the last 30 days, the default range)",
+    )
     max_past_days: int = env(
         "TIMEENTRIES_MAX_PAST_DAYS", default=366, help="oldest date an entry may have"
     )

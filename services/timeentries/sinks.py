@@ -12,6 +12,8 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
+from services.timeentries.hot_store import HotStore
+from services.timeentries.hot_window import prove_hot_windows
 from services.timeentries.model import Entry
 from services.timeentries.outbox import DeliveryResult
 from services.timeentries.projects import USER_MAP
@@ -40,14 +42,21 @@ class PostgresSink:
     name = "postgres"
     flag = "pg"
 
-    def __init__(self, store: EntryStore, batch_size: int = 500) -> None:
+    def __init__(self, store: EntryStore, hot: HotStore, batch_size: int = 500) -> None:
         self.store = store
+        self.hot = hot
         self.batch_size = batch_size
 
     async def deliver(self, entries: list[Entry]) -> DeliveryResult:
         """One upsert statement for the batch; a row PostgreSQL refuses (a constraint) is
         isolated by retrying the batch one entry at a time. Connection failures propagate:
-        the batch stays pending."""
+        the batch stays pending. Then the hot-window index of each user in the batch is proven
+        complete if it is not yet (services/timeentries/hot_window.py)."""
+        result = await self._upsert(entries)
+        await prove_hot_windows(self.hot, self.store, (entry.email for entry in result.done))
+        return result
+
+    async def _upsert(self, entries: list[Entry]) -> DeliveryResult:
         try:
             await self.store.upsert(entries)
             return DeliveryResult(done=list(entries))

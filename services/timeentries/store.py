@@ -43,6 +43,8 @@ ON CONFLICT (entry_id) DO UPDATE SET
 WHERE t.version < excluded.version
 """
 
+_NO_ID = "00000000-0000-0000-0000-000000000000"  # sorts before every other uuid
+
 _COLUMNS = """entry_id::text AS id, email, project_id, entry_date, duration_minutes, description,
     billable, version, deleted, create_time, update_time"""
 
@@ -86,16 +88,24 @@ class EntryStore:
     async def list_range(
         self, email: str, first: date, last: date, after: tuple[date, str] | None, limit: int
     ) -> list[Entry]:
-        """The user's live entries dated first..last after the (date, id) cursor, in order."""
-        after_date, after_id = after if after else (date.min, "")
+        """The user's live entries dated first..last after the (date, id) cursor, in order (a
+        uuid sorts as its text does, so the order is the same as Redis's and Python's)."""
+        after_date, after_id = after if after else (date.min, _NO_ID)
         rows = await self.pool.fetch(
             f"""SELECT {_COLUMNS} FROM time_entries
             WHERE email = $1 AND entry_date BETWEEN $2 AND $3 AND NOT deleted
-              AND (entry_date, entry_id::text) > ($4, $5)
-            ORDER BY entry_date, entry_id::text LIMIT $6""",
+              AND (entry_date, entry_id) > ($4, $5::uuid)
+            ORDER BY entry_date, entry_id LIMIT $6""",
             email, first, last, after_date, after_id, limit,
         )
         return [_entry(row) for row in rows]
+
+    async def live_ids_since(self, email: str, first: date) -> list[str]:
+        """Ids of the user's live entries dated ``first`` or later."""
+        rows = await self.pool.fetch(
+            """SELECT entry_id::text FROM time_entries
+            WHERE email = $1 AND entry_date >= $2 AND NOT deleted""", email, first)
+        return [row[0] for row in rows]
 
     async def versions(self) -> dict[str, tuple[int, bool]]:
         """Every entry id with its version and deleted flag (tests, reconciliation)."""

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from services.timeentries.hot_store import HotStore
+from services.timeentries.model import Limits
 from services.timeentries.outbox import Outbox, SinkWorker
 from services.timeentries.settings import TimeEntriesSettings
 from services.timeentries.sinks import PostgresSink, ZohoSink
@@ -39,10 +40,10 @@ SERVICE = "timeentries"
 def build_workers(
     redis: aioredis.Redis, pool: asyncpg.Pool, zoho: ZohoClient, settings: TimeEntriesSettings
 ) -> list[SinkWorker]:
-    hot = HotStore(redis, settings.entry_ttl_days * 86400)
+    hot = HotStore(redis, settings.entry_ttl_days * 86400, Limits().max_future_days)
     outbox = Outbox(redis, SINK_NAMES)
     sinks = [
-        PostgresSink(EntryStore(pool), settings.batch_size),
+        PostgresSink(EntryStore(pool), hot, settings.batch_size),
         ZohoSink(redis, zoho, settings.zoho_batch_size, settings.zoho_concurrency,
                  lock_seconds=4 * settings.zoho_timeout + 5),
     ]
