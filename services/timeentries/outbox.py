@@ -205,7 +205,12 @@ class SinkWorker:
     async def run(self) -> None:
         log.info("sink_worker_started", sink=self.sink.name, consumer=self.consumer)
         failures = 0
+        task = asyncio.current_task()
         while True:
+            # A cancellation that a library turned into another error (Python 3.11's timeouts
+            # can, when they expire at the same moment) still stops the worker.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             try:
                 await self.step()
                 failures = 0
