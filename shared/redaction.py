@@ -26,6 +26,10 @@ _NAMED_CREDENTIALS = re.compile(  # token=…, oauth_signature="…", "access_to
     r"[^\s,;\"'&]+"
 )
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
+# Every pattern above needs one of these (lower-cased) in the text: checking for them first
+# keeps redaction cheap on the many log values that hold no credential at all.
+_TRIGGERS = ("bearer", "basic", "oauthtoken", "token", "secret", "signature", "password", "key",
+             "://")
 
 
 def is_secret_name(name: str) -> bool:
@@ -35,6 +39,9 @@ def is_secret_name(name: str) -> bool:
 
 def redact_text(text: str) -> str:
     """Masks credentials inside free text: auth schemes, ``name=value`` pairs, URL passwords."""
+    lowered = text.lower()
+    if not any(trigger in lowered for trigger in _TRIGGERS):
+        return text
     text = _SCHEME_CREDENTIALS.sub(r"\1 " + MASK, text)
     text = _NAMED_CREDENTIALS.sub(r"\1" + MASK, text)
     return _URL_PASSWORD.sub(r"\1" + MASK + r"\2", text)
