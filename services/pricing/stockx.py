@@ -25,6 +25,7 @@ import httpx
 import structlog
 
 from services.pricing.settings import PricingSettings, StockXConnection
+from shared.oauth import AccessToken, RefreshingToken
 from shared.upstream import (
     RateLimitInfo,
     RetryPolicy,
@@ -167,9 +168,9 @@ class DailyQuotaLimiter:
         self.bucket.complete(info)
 
 
-class StockXTokens:
-    """The OAuth2 access token: fetched with the refresh-token grant, renewed ``margin``
-    seconds before it expires, dropped when the API refused it (401). One refresh at a time."""
+class StockXTokens(RefreshingToken):
+    """The OAuth2 access token: the refresh-token grant at ``auth_url`` (with StockX's
+    ``audience``); a rotated refresh token, when StockX returns one, is kept."""
 
     def __init__(
         self,
@@ -180,32 +181,13 @@ class StockXTokens:
         default_lifetime: float = 3600.0,
         clock: Clock = time.monotonic,
     ) -> None:
+        super().__init__(margin_seconds=margin_seconds, clock=clock)
         self._http = http
         self._connection = connection
         self._refresh_token = connection.refresh_token
-        self._margin = margin_seconds
         self._default_lifetime = default_lifetime
-        self._clock = clock
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = asyncio.Lock()
-        self.refreshes = 0
 
-    async def token(self) -> str:
-        if self._token is not None and self._clock() < self._expires_at - self._margin:
-            return self._token
-        async with self._lock:
-            if self._token is None or self._clock() >= self._expires_at - self._margin:
-                await self._refresh()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str) -> None:
-        """Forget ``token`` (the API refused it) unless a newer one replaced it already."""
-        if self._token == token:
-            self._token = None
-
-    async def _refresh(self) -> None:
+    async def grant(self) -> AccessToken:
         connection = self._connection
         form = {
             "grant_type": "refresh_token",
@@ -224,10 +206,8 @@ class StockXTokens:
         lifetime = float(body.get("expires_in") or self._default_lifetime)
         if body.get("refresh_token"):  # rotated
             self._refresh_token = type(self._refresh_token)(str(body["refresh_token"]))
-        self._token = token
-        self._expires_at = self._clock() + lifetime
-        self.refreshes += 1
-        log.info("stockx_token_refreshed", lifetime_s=lifetime, refreshes=self.refreshes)
+        log.info("stockx_token_refreshed", lifetime_s=lifetime, refreshes=self.refreshes + 1)
+        return AccessToken(token, lifetime)
 
 
 class StockXClient:
@@ -239,7 +219,7 @@ class StockXClient:
         self._auth_http = auth_http
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        token = await self.tokens.token()
+        token = await self.tokens.get()
         try:
             return await self.api.get_json(path, params=params, headers=_bearer(token))
         except UpstreamAuthError as error:
@@ -247,7 +227,7 @@ class StockXClient:
                 raise
             self.tokens.invalidate(token)
             log.info("stockx_token_refused", path=path)
-            token = await self.tokens.token()
+            token = await self.tokens.get()
             return await self.api.get_json(path, params=params, headers=_bearer(token))
 
     async def market_data(self, product_id: str, currency: str) -> list[MarketData]:

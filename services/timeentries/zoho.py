@@ -14,7 +14,6 @@ fix: the caller may dead-letter), ``UpstreamUnavailable`` (429 / 5xx / timeouts 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import httpx
 
 from services.timeentries.model import Entry
 from services.timeentries.settings import TimeEntriesSettings, ZohoCredentials
+from shared.oauth import AccessToken, RefreshingToken
 from shared.upstream import (
     RetryPolicy,
     TokenBucket,
@@ -68,35 +68,18 @@ def _zoho_date(day: str) -> str:
     return date.fromisoformat(day).strftime("%m-%d-%Y")
 
 
-class ZohoTokens:
-    """Access tokens from the refresh-token grant; one refresh at a time."""
+class ZohoTokens(RefreshingToken):
+    """Access tokens from Zoho's refresh-token grant (no new refresh token is issued)."""
 
     def __init__(
         self, accounts: UpstreamClient, credentials: ZohoCredentials,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(margin_seconds=REFRESH_MARGIN, clock=clock)
         self._accounts = accounts
         self._credentials = credentials
-        self._clock = clock
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = asyncio.Lock()
-        self.refreshes = 0
 
-    async def get(self) -> str:
-        if self._token is not None and self._clock() < self._expires_at - REFRESH_MARGIN:
-            return self._token
-        async with self._lock:
-            if self._token is None or self._clock() >= self._expires_at - REFRESH_MARGIN:
-                await self._refresh()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str) -> None:
-        if self._token == token:
-            self._token = None
-
-    async def _refresh(self) -> None:
+    async def grant(self) -> AccessToken:
         credentials = self._credentials
         body = await self._accounts.post_json(
             "/oauth/v2/token", None, params={
@@ -110,9 +93,7 @@ class ZohoTokens:
             error = body.get("error") if isinstance(body, dict) else None
             raise UpstreamAuthError("zoho", f"token refresh refused ({error or 'no token'})", 400,
                                     code=str(error) if error else None)
-        self._token = str(body["access_token"])
-        self._expires_at = self._clock() + float(body.get("expires_in", 3600))
-        self.refreshes += 1
+        return AccessToken(str(body["access_token"]), float(body.get("expires_in", 3600)))
 
 
 class ZohoClient:

@@ -58,7 +58,7 @@ async def test_catalog_search_pages_with_stockx_default_page_size(
         sandbox: StockXSandbox, make_client: MakeClient) -> None:
     client = make_client(sandbox)
     http = asgi_client(sandbox.app)
-    token = await client.tokens.token()
+    token = await client.tokens.get()
     raw = await http.get("/v2/catalog/search", params={"query": "a"},
                          headers={"x-api-key": "sandbox-api-key",
                                   "authorization": f"Bearer {token}"})
@@ -129,7 +129,7 @@ async def test_429_retry_after_is_honoured(make_client: MakeClient) -> None:
     client = make_client(sandbox, clock=clock, sleep=clock.sleep,
                          retry=RetryPolicy(max_attempts=3, base_delay=0.001))
     product_id = sandbox.products[0].product_id
-    await client.tokens.token()
+    await client.tokens.get()
     sandbox.faults.force("status", status=429, retry_after=7, count=1, path_prefix="/v2/")
     before = clock.now
     rows = await client.market_data(product_id, "USD")
