@@ -8,6 +8,7 @@ handlers become gRPC statuses here (:func:`shared.errors.to_status`), so handler
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -116,24 +117,33 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.bind_contextvars(request_id=call.request_id)
         current_principal.set(self._auth.authenticate(access, metadata))
 
+    @contextlib.asynccontextmanager
+    async def _observed(
+        self, call: _Call, access: int, metadata: tuple[Any, ...], context: Any
+    ) -> AsyncIterator[None]:
+        """Authenticates, then turns whatever the handler raised into a status, and always
+        records the call (log line and metrics)."""
+        try:
+            self._start(call, access, metadata)
+            yield
+        except grpc.aio.AbortError:
+            call.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            await self._fail(call, error, context)
+        finally:
+            self._finish(call)
+
     def _wrap_unary(
         self, inner: Any, method: str, access: int, metadata: tuple[Any, ...], request_id: str
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def unary(request: Any, context: Any) -> Any:
             call = _Call(method, request_id, context.peer())
-            try:
-                self._start(call, access, metadata)
+            async with self._observed(call, access, metadata, context):
                 return await inner(request, context)
-            except grpc.aio.AbortError:
-                call.code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                await self._fail(call, error, context)
-            finally:
-                self._finish(call)
 
         return unary
 
@@ -142,19 +152,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             call = _Call(method, request_id, context.peer())
-            try:
-                self._start(call, access, metadata)
+            async with self._observed(call, access, metadata, context):
                 async for response in inner(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                call.code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                await self._fail(call, error, context)
-            finally:
-                self._finish(call)
 
         return stream

@@ -211,6 +211,12 @@ async def test_unknown_job_is_not_found(probe: grpc.aio.Channel) -> None:
         await stub.GetSyncJob(sync_pb2.GetSyncJobRequest(job_id="nope"), metadata=ADMIN,
                               timeout=5)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # the same mapping on a stream
+        async for _ in stub.WatchSync(sync_pb2.WatchSyncRequest(job_id="nope"), metadata=ADMIN,
+                                      timeout=5):
+            pass
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "nope" in (raised.value.details() or "")
 
 
 def test_in_flight_rpc_completes_when_sigterm_arrives(
