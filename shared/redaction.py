@@ -6,6 +6,7 @@ all use these functions.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -28,10 +29,10 @@ _NAMED_CREDENTIALS = re.compile(  # token=…, oauth_signature="…", "access_to
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
 # Every pattern above needs one of these (lower-cased) in the text: checking for them first
 # keeps redaction cheap on the many log values that hold no credential at all.
-_TRIGGERS = ("bearer", "basic", "oauthtoken", "token", "secret", "signature", "password", "key",
-             "://")
+_TRIGGER = re.compile(r"bearer|basic|oauthtoken|token|secret|signature|password|key|://", re.I)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Whether a field, header or parameter called ``name`` holds a credential."""
     return bool(_SECRET_NAME.search(name))
@@ -39,8 +40,7 @@ def is_secret_name(name: str) -> bool:
 
 def redact_text(text: str) -> str:
     """Masks credentials inside free text: auth schemes, ``name=value`` pairs, URL passwords."""
-    lowered = text.lower()
-    if not any(trigger in lowered for trigger in _TRIGGERS):
+    if not _TRIGGER.search(text):
         return text
     text = _SCHEME_CREDENTIALS.sub(r"\1 " + MASK, text)
     text = _NAMED_CREDENTIALS.sub(r"\1" + MASK, text)
