@@ -20,11 +20,14 @@ $(INSTALLED): pyproject.toml requirements.lock
 install: $(INSTALLED)
 
 # Generated code lands where its import path equals the proto package (syncsuite.<area>.v1).
+# It is built beside and swapped in, so a run that imports gen/ never sees it half-written.
 $(GENERATED): $(INSTALLED) $(PROTOS)
-	rm -rf gen && mkdir -p gen
+	rm -rf gen.next && mkdir -p gen.next
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iprotos \
-	  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $(PROTOS)
-	touch $@
+	  --python_out=gen.next --grpc_python_out=gen.next \
+	  --mypy_out=quiet:gen.next --mypy_grpc_out=quiet:gen.next $(PROTOS)
+	touch gen.next/.generated
+	rm -rf gen && mv gen.next gen
 
 gen: $(GENERATED)
 
