@@ -17,6 +17,7 @@ from shared.redaction import redact
 
 __all__ = ["configure_logging"]
 
+
 def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
     return {key: redact(value, key) for key, value in event_dict.items()}
 
