@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -13,7 +14,7 @@ from redis.exceptions import RedisError
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
-from services.timeentries.hot_store import HotEntry, HotStore, WriteResult
+from services.timeentries.hot_store import HotEntry, HotRows, HotStore, WriteResult
 from services.timeentries.hot_window import new_nonce, prove_hot_window
 from services.timeentries.model import Entry, Limits, parse_date, parse_entry_id, validate_fields
 from services.timeentries.outbox import Outbox
@@ -23,12 +24,15 @@ from shared.auth import current_user_email
 from shared.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from shared.metrics import Metrics
 from shared.paging import decode_page_token, encode_page_token, page_size
+from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
 from shared.timestamps import duration, timestamp
 
 __all__ = ["TimeEntriesServicer"]
 
 
 MAX_RANGE_DAYS = 366
+LIST_CACHE_ENTRIES = 1024  # per replica; a month of ~100 entries is ~50 kB of messages
+ListKey = tuple[str, date, date, tuple[str, str] | None, int]
 NO_ACCESS = "unknown project, or you have no access to it"
 
 
@@ -46,6 +50,32 @@ def _stamp(iso: str) -> Timestamp:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return Timestamp(seconds=(moment - _EPOCH) // _SECOND, nanos=moment.microsecond * 1000)
+
+
+def _row_proto(row: dict[str, str]) -> pb.TimeEntry:
+    """The message of an entry hash as the list script returns it (all values strings)."""
+    return pb.TimeEntry(
+        entry_id=row["id"], project_id=row["project_id"], date=row["date"],
+        duration_minutes=int(row["minutes"]), description=row["description"],
+        billable=row["billable"] == "1", create_time=_stamp(row["create_time"]),
+        update_time=_stamp(row["update_time"]), version=int(row["version"]),
+        sync_state=pb.SYNC_STATE_SYNCED if row.get("synced") == "1" else pb.SYNC_STATE_PENDING,
+    )
+
+
+def _hot_page(
+    rows: list[dict[str, str]], email: str, cursor: tuple[str, str] | None, size: int
+) -> pb.ListTimeEntriesResponse:
+    """A page of a range Redis holds completely (``rows`` in (date, id) order)."""
+    if cursor is not None:
+        rows = [row for row in rows if (row["date"], row["id"]) > cursor]
+    page = [row for row in rows if row["email"] == email][:size + 1]
+    token = ""
+    if len(page) > size:
+        page = page[:size]
+        token = encode_page_token({"d": page[-1]["date"], "i": page[-1]["id"]})
+    return pb.ListTimeEntriesResponse(entries=[_row_proto(row) for row in page],
+                                      next_page_token=token)
 
 
 def _proto(hot: HotEntry) -> pb.TimeEntry:
@@ -67,6 +97,15 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
     outbox: Outbox
     limits: Limits
     metrics: Metrics
+    list_cache_entries: int = LIST_CACHE_ENTRIES
+
+    def __post_init__(self) -> None:
+        # ListTimeEntries answers of hot ranges by (email, first, last, cursor, page size), each
+        # stamped with the user's data token (hot_store.py): reused while Redis says the token
+        # is unchanged. The cached messages are shared: never mutated after being built.
+        self.list_cache: VersionedReadCache[ListKey, pb.ListTimeEntriesResponse] = (
+            VersionedReadCache(max_entries=self.list_cache_entries,
+                               on_event=partial(self.metrics.cache_hit, "timeentries_list")))
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -198,15 +237,38 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         size = page_size(request.page_size, default=100, maximum=1000)
         after: tuple[date, str] | None = None
         if request.page_token:
-            cursor = decode_page_token(request.page_token, required=("d", "i"))
-            after = (parse_date("page_token", str(cursor["d"])), str(cursor["i"]))
+            decoded = decode_page_token(request.page_token, required=("d", "i"))
+            after = (parse_date("page_token", str(decoded["d"])), str(decoded["i"]))
         hot_start = self.hot.hot_window_start(today)
+        cursor = (after[0].isoformat(), after[1]) if after is not None else None
         try:
-            found = await self._range(email, first, last, after, size + 1, hot_start)
+            if first < hot_start:  # PostgreSQL has a part: never cached
+                return await self._list_merged(email, first, last, cursor, size, hot_start, None)
+
+            async def load(held: Versioned[pb.ListTimeEntriesResponse] | None
+                           ) -> Versioned[pb.ListTimeEntriesResponse] | Unchanged:
+                nonce = new_nonce()
+                hot = await self.hot.list_rows(email, first, last, hot_start,
+                                               held_token=held.version if held else "",
+                                               proof_nonce=nonce)
+                if hot is None:
+                    return UNCHANGED
+                if not hot.complete:  # answered with PostgreSQL: held, but never reused
+                    return Versioned("", await self._list_merged(
+                        email, first, last, cursor, size, hot_start, (hot, nonce)))
+                return Versioned(hot.token, _hot_page(hot.rows, email, cursor, size))
+
+            return await self.list_cache.get((email, first, last, cursor, size), load)
         except RedisError:
             raise Unavailable("the entry store (Redis) is unavailable; retry") from None
         except (OSError, asyncpg.PostgresError):
             raise Unavailable("the entry store (PostgreSQL) is unavailable; retry") from None
+
+    async def _list_merged(
+        self, email: str, first: date, last: date, cursor: tuple[str, str] | None, size: int,
+        hot_start: date, hot_read: tuple[HotRows, str] | None,
+    ) -> pb.ListTimeEntriesResponse:
+        found = await self._range(email, first, last, cursor, size + 1, hot_start, hot_read)
         page = found[:size]
         token = ""
         if len(found) > size:
@@ -216,20 +278,21 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                                           next_page_token=token)
 
     async def _range(
-        self, email: str, first: date, last: date, after: tuple[date, str] | None, limit: int,
-        hot_start: date,
+        self, email: str, first: date, last: date, cursor: tuple[str, str] | None, limit: int,
+        hot_start: date, hot_read: tuple[HotRows, str] | None,
     ) -> list[HotEntry]:
-        """Redis for the whole range (it has the newest version of whatever it holds); when its
-        index is proven complete for the hot window, PostgreSQL only for the days before it,
-        otherwise PostgreSQL for the whole range (then the index is proven for next time). Merged
-        by id, the newer version winning, in (date, id) order."""
-        nonce = new_nonce()
-        hot = await self.hot.list_range(email, first, last, hot_start, proof_nonce=nonce)
-        cursor = (after[0].isoformat(), after[1]) if after is not None else None
-        if hot.complete and first >= hot_start:  # all from Redis, already in order
-            found = hot.entries if cursor is None else [
-                h for h in hot.entries if (h.entry.date, h.entry.id) > cursor]
-            return [h for h in found if h.entry.email == email][:limit]
+        """Redis for the whole range (it has the newest version of whatever it holds; read here
+        unless ``hot_read`` gives that read and its proof nonce); when its index is proven
+        complete for the hot window, PostgreSQL only for the days before it, otherwise
+        PostgreSQL for the whole range (then the index is proven for next time). Merged by id,
+        the newer version winning, in (date, id) order."""
+        if hot_read is None:
+            nonce = new_nonce()
+            hot = await self.hot.list_range(email, first, last, hot_start, proof_nonce=nonce)
+        else:
+            nonce = hot_read[1]
+            hot = hot_read[0].entries()
+        after = (date.fromisoformat(cursor[0]), cursor[1]) if cursor is not None else None
         merged: dict[str, HotEntry] = {h.entry.id: h for h in hot.entries}
         cold_last = min(last, hot_start - timedelta(days=1)) if hot.complete else last
         if first <= cold_last:

@@ -9,12 +9,22 @@ Keys (seed names kept where the seed system had them)::
     timeentries:outbox                  stream: one message per accepted version (JSON entry)
     timeentries:idempotency:{email}:{request id}  string: the entry id a request created
     timeentries:nudges                  counter: bumped by a write of a user with unsynced entries
+    user:{email}:entries:version        string: a random token naming the state of the user's
+                                        index and entry hashes (see "Data version" below)
 
 The by-date index also holds two kinds of bookkeeping members below every day number (scores
 ≤ 0, so a date range never returns them): ``-complete`` (score 0) says the index has been proven
 to hold every live entry dated in the hot window, and ``-proving:{nonce}`` (score -1) marks a
 proof in progress (see :meth:`HotStore.begin_proof`). A lost or recreated index loses them, so a
 recreated index is never taken as complete.
+
+Data version: every script that changes anything a list can show (an entry hash, the index,
+the completeness marker, the sink flags) sets ``user:{email}:entries:version`` to a fresh random
+token given by the caller, in the same script. So a replica that holds a ListTimeEntries answer
+built at token T may reuse it while the token is still T (the list script answers "unchanged").
+Tokens are random, never counted, so no state can come back to an old token: not after the key
+expired or was lost (the next read or write sets a new one), nor after Redis restarted with
+its last writes lost (AOF ``everysec``).
 
 Every write is one Lua script, so the hash, the index, the TTLs and the outbox message are
 written together or not at all (and, with AOF ``appendfsync always``, are on disk before the
@@ -24,6 +34,7 @@ caller is answered).
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -39,13 +50,16 @@ __all__ = [
     "PROJECTS_LOADED",
     "HotEntry",
     "HotRange",
+    "HotRows",
     "HotStore",
     "WriteResult",
     "by_date_key",
+    "data_token",
     "entry_key",
     "hot_window_start",
     "projects_key",
     "unsynced_key",
+    "version_key",
 ]
 
 OUTBOX = "timeentries:outbox"
@@ -66,6 +80,15 @@ def by_date_key(email: str) -> str:
 
 def unsynced_key(email: str) -> str:
     return f"user:{email}:entries:unsynced"
+
+
+def version_key(email: str) -> str:
+    return f"user:{email}:entries:version"
+
+
+def data_token() -> str:
+    """A fresh data version token (random: equal tokens mean the same state)."""
+    return secrets.token_hex(8)
 
 
 def projects_key(email: str) -> str:
@@ -95,6 +118,9 @@ local function check_project(projects_key, project)
   if redis.call('SISMEMBER', projects_key, project) == 0 then return 'noaccess' end
   return nil
 end
+local function bump(version_key, token, ttl)
+  redis.call('SET', version_key, token, 'EX', ttl)
+end
 local function pending(unsynced_key, nudges_key, email, id, ttl)
   if redis.call('SCARD', unsynced_key) > 0 then redis.call('INCR', nudges_key) end
   redis.call('SADD', unsynced_key, id)
@@ -102,9 +128,9 @@ local function pending(unsynced_key, nudges_key, email, id, ttl)
 end
 """
 
-# KEYS: entry, by-date, outbox, idempotency, projects, unsynced, nudges
+# KEYS: entry, by-date, outbox, idempotency, projects, unsynced, nudges, version
 # ARGV: id, email, project, date, minutes, description, billable, score, now, ttl,
-#       use idempotency (1/0), idempotency ttl
+#       use idempotency (1/0), idempotency ttl, data token
 _CREATE = _PRELUDE + """
 if ARGV[11] == '1' then
   local existing = redis.call('GET', KEYS[4])
@@ -123,12 +149,13 @@ redis.call('EXPIRE', KEYS[2], ARGV[10])
 pending(KEYS[6], KEYS[7], ARGV[2], ARGV[1], ARGV[10])
 redis.call('XADD', KEYS[3], '*', 'entry', payload(as_table(fields)))
 if ARGV[11] == '1' then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[12]) end
+bump(KEYS[8], ARGV[13], ARGV[10])
 return {'ok'}
 """
 
-# KEYS: entry, by-date, outbox, projects, unsynced, nudges
+# KEYS: entry, by-date, outbox, projects, unsynced, nudges, version
 # ARGV: email, expected version, now, ttl, delete (1/0), seed JSON ('' = none), new score
-#       ('' = date unchanged), then field/value pairs to change
+#       ('' = date unchanged), data token, then field/value pairs to change
 _CHANGE = _PRELUDE + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[6] == '' then return {'missing'} end
@@ -138,12 +165,13 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     'billable', seed.billable and '1' or '0', 'version', tostring(seed.version),
     'deleted', seed.deleted and '1' or '0', 'create_time', seed.create_time,
     'update_time', seed.update_time, 'synced', '1', 'pg', '1', 'zoho', '1')
+  bump(KEYS[7], ARGV[8], ARGV[4])
 end
 local t = as_table(redis.call('HGETALL', KEYS[1]))
 if t.email ~= ARGV[1] or t.deleted == '1' then return {'notfound'} end
 if t.version ~= ARGV[2] then return {'conflict', t.version} end
 local changes = {}
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   changes[#changes + 1] = ARGV[i]
   changes[#changes + 1] = ARGV[i + 1]
   t[ARGV[i]] = ARGV[i + 1]
@@ -173,19 +201,21 @@ redis.call('HSET', KEYS[1], 'update_time', ARGV[3], 'synced', '0', 'pg', '0', 'z
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 pending(KEYS[5], KEYS[6], ARGV[1], t.id, ARGV[4])
 redis.call('XADD', KEYS[3], '*', 'entry', payload(t))
+bump(KEYS[7], ARGV[8], ARGV[4])
 t.synced = '0'
 local flat = {'ok'}
 for k, v in pairs(t) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 return flat
 """
 
-# KEYS: entry, unsynced. ARGV: sink flag ('pg' | 'zoho'), version, id.
-# Marks that a sink has the entry's current version; both sinks → synced.
-_MARK = """
+# KEYS: entry, unsynced, version. ARGV: sink flag ('pg' | 'zoho'), version, id, data token,
+# ttl. Marks that a sink has the entry's current version; both sinks → synced.
+_MARK = _PRELUDE + """
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then redis.call('SREM', KEYS[2], ARGV[3]) return 0 end
 if v ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], '1')
+bump(KEYS[3], ARGV[4], ARGV[5])
 local other = ARGV[1] == 'pg' and 'zoho' or 'pg'
 if redis.call('HGET', KEYS[1], other) == '1' then
   redis.call('HSET', KEYS[1], 'synced', '1')
@@ -199,14 +229,20 @@ return 1
 # One round trip for a date range. Entry hashes are read by names derived from the index
 # (entry:{id}), which a single Redis (or one shard) allows; the entries come back as one JSON
 # array, so the client parses one reply instead of ~30 per entry.
-# KEYS: by-date. ARGV: first day, last day, cap, hot window's first day, proof nonce ('' = none),
-# index TTL. Returns {complete (1/0), JSON array of the entries in (day, id) order}.
+# KEYS: by-date, version. ARGV: first day, last day, cap, hot window's first day, proof nonce
+# ('' = none), index TTL, the data token the caller holds ('' = none), a fresh data token.
+# Returns {'unchanged'} when the index is complete and the version is still the held token;
+# else {complete (1/0), JSON array of the entries in (day, id) order, the data token they show}.
 # A hash missing for a day in the hot window (it cannot have expired there, so it was lost)
 # withdraws the completeness marker; missing ids are removed from the index. When the index is
 # not complete and a nonce is given, the nonce is placed (creating the index if need be) to
-# start a proof (_PROVE).
+# start a proof (_PROVE). Removing ids or the marker sets a new data token; a missing token is
+# set (so a replica can hold this answer).
 _LIST = _PRELUDE + """
 local complete = redis.call('ZSCORE', KEYS[1], '""" + INDEX_COMPLETE + """') and 1 or 0
+local token = redis.call('GET', KEYS[2])
+if complete == 1 and token and ARGV[7] ~= '' and token == ARGV[7] then return {'unchanged'} end
+local was_complete = complete
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', 0,
   ARGV[3])
 local hot_start = tonumber(ARGV[4])
@@ -222,32 +258,38 @@ for i = 1, #found, 2 do
   end
 end
 if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+if #gone > 0 or was_complete ~= complete or not token then
+  token = ARGV[8]
+  bump(KEYS[2], token, ARGV[6])
+end
 if complete == 0 then
-  redis.call('ZREM', KEYS[1], '""" + INDEX_COMPLETE + """')
+  if was_complete == 1 then redis.call('ZREM', KEYS[1], '""" + INDEX_COMPLETE + """') end
   if ARGV[5] ~= '' then
     local fresh = redis.call('EXISTS', KEYS[1]) == 0
     redis.call('ZADD', KEYS[1], -1, '""" + PROVING_PREFIX + """' .. ARGV[5])
     if fresh then redis.call('EXPIRE', KEYS[1], ARGV[6]) end
   end
 end
-if #rows == 0 then return {complete, '[]'} end
-return {complete, cjson.encode(rows)}
+if #rows == 0 then return {complete, '[]', token} end
+return {complete, cjson.encode(rows), token}
 """
 
-# KEYS: by-date. ARGV: nonce, then the ids PostgreSQL holds live in the hot window, read after
+# KEYS: by-date, version. ARGV: nonce, data token, index TTL, then the ids PostgreSQL holds live
+# in the hot window, read after
 # _LIST placed the nonce. Marks the index complete if the nonce is still there (so the index
 # was neither lost nor recreated since: every entry not yet in PostgreSQL was written to it) and
 # every such id is in the index with its hash (or its hash holds a delete not drained yet).
 # Returns 1 when marked.
-_PROVE = """
+_PROVE = _PRELUDE + """
 if redis.call('ZREM', KEYS[1], '""" + PROVING_PREFIX + """' .. ARGV[1]) == 0 then return 0 end
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   local key = 'entry:' .. ARGV[i]
   if redis.call('EXISTS', key) == 0 then return 0 end
   if not redis.call('ZSCORE', KEYS[1], ARGV[i]) and redis.call('HGET', key, 'deleted') ~= '1'
   then return 0 end
 end
 redis.call('ZADD', KEYS[1], 0, '""" + INDEX_COMPLETE + """')
+bump(KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -304,6 +346,20 @@ class HotRange:
 
 
 @dataclass(frozen=True)
+class HotRows:
+    """A date range as the list script returned it: entry hashes as dicts of strings (in
+    (date, id) order), whether the index is proven complete, and the data token they show."""
+
+    rows: list[dict[str, str]]
+    complete: bool
+    token: str
+
+    def entries(self) -> HotRange:
+        return HotRange([HotEntry(Entry.from_mapping(row), row.get("synced") == "1")
+                         for row in self.rows], self.complete)
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What a write script said: ``ok``, ``duplicate``, ``cold``, ``noaccess``, ``missing``,
     ``notfound`` or ``conflict``; with the entry (ok), the existing id (duplicate) or the
@@ -348,11 +404,11 @@ class HotStore:
         result = await self._create(
             keys=[entry_key(entry.id), by_date_key(email), OUTBOX,
                   idempotency_key(email, request_id), projects_key(email), unsynced_key(email),
-                  NUDGES],
+                  NUDGES, version_key(email)],
             args=[entry.id, email, entry.project_id, entry.date, entry.minutes,
                   entry.description, "1" if entry.billable else "0", entry.day.toordinal(),
                   entry.create_time, self.ttl_seconds, "1" if request_id else "0",
-                  IDEMPOTENCY_TTL],
+                  IDEMPOTENCY_TTL, data_token()],
         )
         if result[0] == "ok":
             return WriteResult("ok", HotEntry(entry, False))
@@ -369,9 +425,9 @@ class HotStore:
         flat = [item for pair in changes.items() for item in pair]
         result = await self._change(
             keys=[entry_key(entry_id), by_date_key(email), OUTBOX, projects_key(email),
-                  unsynced_key(email), NUDGES],
+                  unsynced_key(email), NUDGES, version_key(email)],
             args=[email, str(expected_version), now, self.ttl_seconds, "1" if delete else "0",
-                  seed.to_json() if seed else "", score, *flat],
+                  seed.to_json() if seed else "", score, data_token(), *flat],
         )
         if result[0] == "ok":
             return WriteResult("ok", HotEntry.from_hash(_pairs(result[1:])))
@@ -390,16 +446,26 @@ class HotStore:
         """The user's entries dated first..last, in (date, id) order, in one round trip. When
         the index is not proven complete, ``proof_nonce`` (if given) starts a proof
         (:meth:`prove`)."""
-        complete, payload = await self._list(
-            keys=[by_date_key(email)],
+        rows = await self.list_rows(email, first, last, hot_start, proof_nonce=proof_nonce,
+                                    cap=cap)
+        assert rows is not None  # no token held: never "unchanged"
+        return rows.entries()
+
+    async def list_rows(
+        self, email: str, first: date, last: date, hot_start: date, *, held_token: str = "",
+        proof_nonce: str = "", cap: int = 5000,
+    ) -> HotRows | None:
+        """Like :meth:`list_range`, as the raw hash rows with the data token they show; None
+        when the index is complete and its data token is still ``held_token`` (nothing a list
+        can show has changed since the caller read at that token)."""
+        reply = await self._list(
+            keys=[by_date_key(email), version_key(email)],
             args=[first.toordinal(), last.toordinal(), cap, hot_start.toordinal(), proof_nonce,
-                  self.ttl_seconds],
+                  self.ttl_seconds, held_token, data_token()],
         )
-        return HotRange(
-            [HotEntry(Entry.from_mapping(row), row.get("synced") == "1")
-             for row in json.loads(payload)],
-            bool(complete),
-        )
+        if reply[0] == "unchanged":
+            return None
+        return HotRows(json.loads(reply[1]), bool(reply[0]), reply[2])
 
     async def begin_proofs(self, emails: list[str], nonce: str) -> list[str]:
         """The users (of ``emails``) whose index is not proven complete; ``nonce`` is placed in
@@ -414,7 +480,8 @@ class HotStore:
         """Marks the user's index complete for the hot window, given ``live_ids``: the ids
         PostgreSQL holds live in that window, read after :meth:`list_range` or
         :meth:`begin_proofs` placed ``nonce``."""
-        return bool(await self._prove(keys=[by_date_key(email)], args=[nonce, *live_ids]))
+        return bool(await self._prove(keys=[by_date_key(email), version_key(email)],
+                                      args=[nonce, data_token(), self.ttl_seconds, *live_ids]))
 
     async def newer_than(self, stored: list[Entry]) -> dict[str, HotEntry]:
         """The entries of ``stored`` that Redis holds in a newer version (not drained yet)."""
@@ -432,8 +499,10 @@ class HotStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
                 await self._mark(
-                    keys=[entry_key(entry.id), unsynced_key(entry.email)],
-                    args=[sink_flag, str(entry.version), entry.id], client=pipe,
+                    keys=[entry_key(entry.id), unsynced_key(entry.email),
+                          version_key(entry.email)],
+                    args=[sink_flag, str(entry.version), entry.id, data_token(),
+                          self.ttl_seconds], client=pipe,
                 )
             await pipe.execute()
 

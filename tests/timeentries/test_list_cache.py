@@ -1,0 +1,172 @@
+"""Each replica keeps the ListTimeEntries answers of hot ranges, stamped with the user's data
+token in Redis; every change a list can show sets a new token, so a warm cache on any replica
+shows a change made through another one on its very next read."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
+
+from services.timeentries.hot_store import (
+    INDEX_COMPLETE,
+    HotStore,
+    by_date_key,
+    entry_key,
+    projects_key,
+    version_key,
+)
+from services.timeentries.model import Entry
+from services.timeentries.sandbox import sandbox_email
+from services.timeentries.server import SERVICE
+from shared.server import RunningService, running_service
+from tests.timeentries.conftest import (
+    Caller,
+    Zoho,
+    backlog_drained,
+    fast_env,
+    sync_projects,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+CAROL = sandbox_email(7)
+TTL = 31 * 86400
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def day(offset: int = 0) -> str:
+    return (today() - timedelta(days=offset)).isoformat()
+
+
+def cache_hits(running: RunningService) -> float:
+    """How many ListTimeEntries answers this replica took from its cache (its metric)."""
+    return running.runtime.metrics.registry.get_sample_value(
+        "syncsuite_cache_events_total", {"cache": "timeentries_list", "result": "hit"}) or 0.0
+
+
+@pytest.fixture
+async def redis(redis_url: str, clean_state: None) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_every_change_a_list_can_show_sets_a_new_data_token(redis: aioredis.Redis) -> None:
+    hot = HotStore(redis, TTL)
+    email = "tokens@example.com"
+    await redis.sadd(projects_key(email), "-", "p1", "p2")
+    hot_start = hot.hot_window_start(today())
+    tokens: list[str] = []
+
+    async def token_now() -> str:
+        rows = await hot.list_rows(email, hot_start, today(), hot_start)
+        assert rows is not None
+        tokens.append(rows.token)
+        assert len(set(tokens)) == len(tokens), "a change kept the data token"
+        return rows.token
+
+    first = await token_now()  # a read sets a missing token
+    assert await redis.get(version_key(email)) == first
+    held = await hot.list_rows(email, hot_start, today(), hot_start, held_token=first)
+    assert held is not None, "an index not proven complete is never answered 'unchanged'"
+    assert await hot.list_rows(email, hot_start, today(), hot_start, held_token=first) is not None
+
+    now = datetime.now(UTC).isoformat()
+    entry = Entry(id="00000000-0000-4000-8000-000000000001", email=email, project_id="p1",
+                  date=day(1), minutes=30, description="a", billable=True, version=1,
+                  deleted=False, create_time=now, update_time=now)
+    assert (await hot.create(entry)).outcome == "ok"
+    await token_now()
+    nonce = "n1"
+    await hot.list_rows(email, hot_start, today(), hot_start, proof_nonce=nonce)
+    assert await hot.prove(email, nonce, [])  # the completeness marker is visible to reads
+    proven = await token_now()
+    assert await hot.list_rows(email, hot_start, today(), hot_start, held_token=proven) is None
+
+    updated = await hot.change(entry.id, email, 1, now, changes={"minutes": "45"})
+    assert updated.outcome == "ok"
+    await token_now()
+    await hot.mark_synced("pg", [entry.with_changes(version=2)])
+    await token_now()
+    await hot.mark_synced("zoho", [entry.with_changes(version=2)])
+    synced = await token_now()
+    await hot.mark_synced("zoho", [entry.with_changes(version=1)])  # stale: changes nothing
+    assert await redis.get(version_key(email)) == synced
+    await hot.change(entry.id, email, 2, now, changes={"date": day(2)})
+    await token_now()
+    assert (await hot.change(entry.id, email, 3, now, delete=True)).outcome == "ok"
+    await token_now()
+
+    # a hash lost from the hot window: the list removes it and withdraws the proof
+    lost = entry.with_changes(id="00000000-0000-4000-8000-000000000002")
+    await hot.create(lost)
+    before = await token_now()
+    assert await hot.list_rows(email, hot_start, today(), hot_start, held_token=before) is None
+    await redis.delete(entry_key(lost.id))
+    await token_now()
+    assert await redis.zscore(by_date_key(email), lost.id) is None
+    assert await redis.zscore(by_date_key(email), INDEX_COMPLETE) is None
+
+    # a lost token (key expired, Redis flushed) gives a new one, never a held one back
+    await redis.delete(version_key(email))
+    await token_now()
+
+
+async def test_a_warm_cache_on_another_replica_shows_every_change_at_once(
+    service_env: dict[str, str], zoho: Zoho, clean_state: None
+) -> None:
+    env = fast_env(service_env, zoho.url, TIMEENTRIES_INPROCESS_WORKERS="false")
+    project = sorted(zoho.state.projects_of(CAROL))[0]
+    async with running_service(SERVICE, env) as writer, running_service(SERVICE, env) as reader:
+        await sync_projects(writer)
+        async with grpc.aio.insecure_channel(writer.address) as a, \
+                grpc.aio.insecure_channel(reader.address) as b:
+            via_writer, via_reader = Caller(a, CAROL), Caller(b, CAROL)
+
+            async def warm_list() -> list[pb.TimeEntry]:
+                """Lists on the reader until it holds the answer (the first read of a new
+                index proves it, which is a change); the last read comes from its cache."""
+                await via_reader.list()
+                await via_reader.list()
+                hits = cache_hits(reader)
+                entries = list((await via_reader.list()).entries)
+                assert cache_hits(reader) == hits + 1, "the reader's cache was not used"
+                return entries
+
+            assert await warm_list() == []
+            created = await via_writer.create(project, day(2), 30, "first")
+            listed = await via_reader.list()
+            assert [e.entry_id for e in listed.entries] == [created.entry_id]
+
+            assert [e.duration_minutes for e in await warm_list()] == [30]
+            updated = await via_writer.stub.UpdateTimeEntry(pb.UpdateTimeEntryRequest(
+                entry_id=created.entry_id, version=1, duration_minutes=75),
+                metadata=via_writer.metadata, timeout=10)
+            listed = await via_reader.list()
+            assert [(e.duration_minutes, e.version) for e in listed.entries] == [(75, 2)]
+
+            other = await via_writer.create(project, day(1), 15, "second")
+            assert len(await warm_list()) == 2
+            await via_writer.stub.DeleteTimeEntry(pb.DeleteTimeEntryRequest(
+                entry_id=other.entry_id, version=1), metadata=via_writer.metadata, timeout=10)
+            listed = await via_reader.list()
+            assert [e.entry_id for e in listed.entries] == [created.entry_id]
+
+            states = [e.sync_state for e in await warm_list()]
+            assert states == [pb.SYNC_STATE_PENDING]
+            # a third replica runs the sink workers: their marks reach the reader's warm cache
+            async with running_service(SERVICE, fast_env(service_env, zoho.url)) as drainer:
+                await wait_for(lambda: backlog_drained(drainer))
+            listed = await via_reader.list()
+            assert [(e.entry_id, e.sync_state, e.version) for e in listed.entries] == [
+                (created.entry_id, pb.SYNC_STATE_SYNCED, updated.entry.version)]
+            assert cache_hits(reader) >= 5
