@@ -4,6 +4,11 @@ The access an RPC needs is declared in its proto (``option (syncsuite.auth.v1.ac
 server interceptor asks :class:`Authenticator` for the caller's :class:`Principal` and keeps it
 in :data:`current_principal` for the handler. Tokens are compared in constant time and never
 logged or echoed.
+
+A user JWT that verified is remembered (by its exact text, until its ``exp``) in a small
+per-process table, so a client that sends the same token on every call pays the signature check
+and claim validation once: a later call is accepted only with that very token, before its
+expiry. A token that failed is never remembered, so it is checked in full every time.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import contextvars
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -72,11 +77,17 @@ class Authenticator:
         jwt_secret: Secret | None,
         audience: str = "authenticated",
         leeway_seconds: int = 30,
+        verified_cache_size: int = 4096,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._admin_token = admin_token.reveal().encode() if admin_token else None
         self._jwt_secret = jwt_secret.reveal() if jwt_secret else None
         self._audience = audience
         self._leeway = leeway_seconds
+        # token text → (principal, exp): user tokens that verified, until they expire
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified_cache_size = verified_cache_size
+        self._clock = clock
 
     def authenticate(
         self, access: int, metadata: Iterable[tuple[str, str | bytes]]
@@ -103,6 +114,11 @@ class Authenticator:
             raise Unauthenticated("user calls are disabled: SYNCSUITE_JWT_SECRET is not set")
         if token is None:
             raise Unauthenticated("this call needs a user token: 'authorization: Bearer <JWT>'")
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if self._clock() < remembered[1]:
+                return remembered[0]
+            del self._verified[token]  # expired: the full check below decides (leeway)
         try:
             claims = jwt.decode(
                 token,
@@ -119,7 +135,20 @@ class Authenticator:
         email = str(claims.get("email") or "").strip().lower()
         if not email:
             raise Unauthenticated("the user token has no email claim")
-        return Principal("user", subject=str(claims["sub"]), email=email)
+        principal = Principal("user", subject=str(claims["sub"]), email=email)
+        self._remember(token, principal, claims["exp"])
+        return principal
+
+    def _remember(self, token: str, principal: Principal, exp: object) -> None:
+        if self._verified_cache_size <= 0 or not isinstance(exp, int | float):
+            return
+        if len(self._verified) >= self._verified_cache_size:
+            now = self._clock()
+            for stale in [t for t, (_, until) in self._verified.items() if until <= now]:
+                del self._verified[stale]
+            while len(self._verified) >= self._verified_cache_size:
+                del self._verified[next(iter(self._verified))]  # the oldest remembered
+        self._verified[token] = (principal, float(exp))
 
 
 def issue_user_token(
