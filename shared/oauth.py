@@ -7,6 +7,7 @@ many callers wait, and forgets a token the API refused (401) unless a newer one 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ class AccessToken:
     lifetime_seconds: float
 
 
-class RefreshingToken:
+class RefreshingToken(abc.ABC):
     def __init__(
         self, *, margin_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
@@ -32,9 +33,9 @@ class RefreshingToken:
         self._lock = asyncio.Lock()
         self.refreshes = 0
 
+    @abc.abstractmethod
     async def grant(self) -> AccessToken:
         """Runs the refresh-token grant against the vendor's token endpoint."""
-        raise NotImplementedError
 
     def _fresh(self) -> bool:
         return self._token is not None and self._clock() < self._expires_at - self._margin
