@@ -21,6 +21,7 @@ below two seconds. The choice is logged, with any password in a URL masked.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import atexit
 import importlib.util
@@ -203,14 +204,14 @@ def _make_traversable(path: Path) -> None:
             directory.chmod(mode | stat.S_IXOTH)
 
 
-class _Managed:
+class _Managed(abc.ABC):
     """``with server:`` starts it and stops it."""
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stop(self) -> None: ...
 
     def __enter__(self) -> Self:
         self.start()
