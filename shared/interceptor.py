@@ -2,16 +2,17 @@
 
 Access comes from each method's ``(syncsuite.auth.v1.access)`` option. Domain errors raised by
 handlers become gRPC statuses here (:func:`shared.errors.to_status`), so handlers never call
-``context.abort`` themselves.
+``context.abort`` themselves. The wrapped handler of a method is built once and reused: the
+per-call work is only what each call needs (metadata, auth, timing, the log line).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -38,17 +39,61 @@ def access_map(services: Iterable[ServiceDescriptor]) -> dict[str, int]:
     return table
 
 
-class _Call:
-    """Per-RPC bookkeeping shared by the unary and streaming wrappers."""
+class _Observation:
+    """One RPC: authenticates on entry; on exit turns whatever the handler raised into a
+    status and always records the call (log line and metrics)."""
 
-    __slots__ = ("code", "method", "peer", "request_id", "started")
+    __slots__ = ("access", "code", "context", "interceptor", "metadata", "method", "request_id",
+                 "started")
 
-    def __init__(self, method: str, request_id: str, peer: str) -> None:
+    def __init__(
+        self, interceptor: ServerInterceptor, method: str, access: int, context: Any
+    ) -> None:
+        self.interceptor = interceptor
         self.method = method
-        self.request_id = request_id
-        self.peer = peer
-        self.started = time.perf_counter()
+        self.access = access
+        self.context = context
         self.code = grpc.StatusCode.OK
+        self.request_id = ""
+        self.started = time.perf_counter()
+
+    async def __aenter__(self) -> _Observation:
+        self.metadata = self.context.invocation_metadata() or ()
+        self.request_id = next(
+            (str(value) for key, value in self.metadata if key == "x-request-id"), ""
+        ) or os.urandom(12).hex()
+        structlog.contextvars.bind_contextvars(request_id=self.request_id)
+        return self
+
+    def authenticate(self) -> None:
+        """Inside the ``async with`` block, so a refusal is mapped and recorded like any error."""
+        current_principal.set(self.interceptor._auth.authenticate(self.access, self.metadata))
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            if error is None:
+                return False
+            if isinstance(error, grpc.aio.AbortError):
+                self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+            elif isinstance(error, asyncio.CancelledError):
+                self.code = grpc.StatusCode.CANCELLED
+            elif isinstance(error, Exception):
+                await self._abort(error)
+            return False
+        finally:
+            self.interceptor._record(self)
+
+    async def _abort(self, error: Exception) -> None:
+        code, message = to_status(error)
+        self.code = code
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("rpc_error", method=self.method, error_type=type(error).__name__,
+                      error=str(error), exc_info=error)
+        self.context.set_trailing_metadata((("x-request-id", self.request_id),))
+        await self.context.abort(code, message)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -63,45 +108,52 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self._access = access
         self._metrics = metrics
         self._quiet = quiet_methods
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method = details.method
-        metadata = tuple(details.invocation_metadata or ())
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None:
+                return handler
+            wrapped = self._wrap(handler, details.method)
+            self._wrapped[details.method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         access = self._access.get(method, access_pb2.ACCESS_PUBLIC)
-        request_id = next((str(v) for k, v in metadata if k == "x-request-id"), "") or (
-            uuid.uuid4().hex
-        )
         if handler.unary_unary:
+            inner_unary = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                async with _Observation(self, method, access, context) as call:
+                    call.authenticate()
+                    return await inner_unary(request, context)
+
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, access, metadata, request_id),
-                request_deserializer=handler.request_deserializer,
+                unary, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                async with _Observation(self, method, access, context) as call:
+                    call.authenticate()
+                    async for response in inner_stream(request, context):
+                        yield response
+
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, access, metadata, request_id),
-                request_deserializer=handler.request_deserializer,
+                stream, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler  # client-streaming RPCs are not used by the suite
 
-    async def _fail(self, call: _Call, error: BaseException, context: Any) -> None:
-        code, message = to_status(error)
-        call.code = code
-        if code == grpc.StatusCode.INTERNAL:
-            log.error("rpc_error", method=call.method, error_type=type(error).__name__,
-                      error=str(error), exc_info=error)
-        context.set_trailing_metadata((("x-request-id", call.request_id),))
-        await context.abort(code, message)
-
-    def _finish(self, call: _Call) -> None:
+    def _record(self, call: _Observation) -> None:
         elapsed = time.perf_counter() - call.started
         code = call.code.name
         self._metrics.rpc_total.labels(call.method, code).inc()
@@ -110,50 +162,5 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             principal = current_principal.get()
             log.info(
                 "rpc", method=call.method, code=code, duration_ms=round(elapsed * 1000, 3),
-                peer=call.peer, principal=principal.email or principal.kind,
+                peer=call.context.peer(), principal=principal.email or principal.kind,
             )
-
-    def _start(self, call: _Call, access: int, metadata: tuple[Any, ...]) -> None:
-        structlog.contextvars.bind_contextvars(request_id=call.request_id)
-        current_principal.set(self._auth.authenticate(access, metadata))
-
-    @contextlib.asynccontextmanager
-    async def _observed(
-        self, call: _Call, access: int, metadata: tuple[Any, ...], context: Any
-    ) -> AsyncIterator[None]:
-        """Authenticates, then turns whatever the handler raised into a status, and always
-        records the call (log line and metrics)."""
-        try:
-            self._start(call, access, metadata)
-            yield
-        except grpc.aio.AbortError:
-            call.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as error:
-            await self._fail(call, error, context)
-        finally:
-            self._finish(call)
-
-    def _wrap_unary(
-        self, inner: Any, method: str, access: int, metadata: tuple[Any, ...], request_id: str
-    ) -> Callable[[Any, Any], Awaitable[Any]]:
-        async def unary(request: Any, context: Any) -> Any:
-            call = _Call(method, request_id, context.peer())
-            async with self._observed(call, access, metadata, context):
-                return await inner(request, context)
-
-        return unary
-
-    def _wrap_stream(
-        self, inner: Any, method: str, access: int, metadata: tuple[Any, ...], request_id: str
-    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
-        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            call = _Call(method, request_id, context.peer())
-            async with self._observed(call, access, metadata, context):
-                async for response in inner(request, context):
-                    yield response
-
-        return stream

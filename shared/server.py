@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +108,10 @@ class _Diagnostics(diagnostics_pb2_grpc.DiagnosticsServiceServicer):
         self._service = service
 
     async def Ping(self, request: diagnostics_pb2.PingRequest, context: Any) -> Any:
-        now = Timestamp()
-        now.GetCurrentTime()
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
         return diagnostics_pb2.PingResponse(
-            payload=request.payload, service=self._service, server_time=now
+            payload=request.payload, service=self._service,
+            server_time=Timestamp(seconds=seconds, nanos=nanos),
         )
 
     async def WhoAmI(self, request: diagnostics_pb2.WhoAmIRequest, context: Any) -> Any:
