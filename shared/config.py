@@ -22,7 +22,16 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "Secret", "env", "load"]
+__all__ = [
+    "ConfigError",
+    "Secret",
+    "env",
+    "load",
+    "one_of",
+    "positive",
+    "positive_int",
+    "resolve_data_source",
+]
 
 T = TypeVar("T")
 _MISSING: Any = dataclasses.MISSING
@@ -125,3 +134,45 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     if problems:
         raise ConfigError(f"{cls.__name__}: " + "; ".join(problems))
     return cls(**values)
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A parser accepting one of ``choices`` (case-insensitive), e.g. ``auto|sandbox|stockx``."""
+
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {', '.join(choices[:-1])} or {choices[-1]}")
+        return value
+
+    return parse
+
+
+def positive(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def resolve_data_source(
+    choice: str, *, real: str, configured: bool, variable: str, required: str
+) -> str:
+    """Which upstream a service talks to: ``real`` (the vendor's API) or ``"sandbox"``.
+
+    ``choice`` is the ``<VENDOR>_DATA_SOURCE`` setting: ``auto`` picks the real API when its
+    credentials are ``configured``, else the sandbox; asking for the real API without them is
+    a start-up error naming the ``required`` variables.
+    """
+    if choice == "auto":
+        return real if configured else "sandbox"
+    if choice == real and not configured:
+        raise ConfigError(f"{variable}={real} needs {required}")
+    return choice

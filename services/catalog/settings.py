@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.config import ConfigError, Secret, env
+from shared.config import (
+    ConfigError,
+    Secret,
+    env,
+    one_of,
+    positive,
+    positive_int,
+    resolve_data_source,
+)
 
 __all__ = ["SANDBOX_CREDENTIALS", "CatalogSettings", "NetSuiteCredentials", "resolve_upstream"]
 
@@ -41,31 +49,10 @@ SANDBOX_CREDENTIALS = NetSuiteCredentials(
 )
 
 
-def _source(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in ("netsuite", "sandbox", "auto"):
-        raise ValueError("expected netsuite, sandbox or auto")
-    return value
-
-
-def _positive(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
 @dataclass(frozen=True)
 class CatalogSettings:
     data_source: str = env(
-        "NETSUITE_DATA_SOURCE", default="auto", parse=_source,
+        "NETSUITE_DATA_SOURCE", default="auto", parse=one_of("auto", "sandbox", "netsuite"),
         help="netsuite | sandbox | auto (netsuite when credentials are set)",
     )
     account_id: str | None = env("NETSUITE_ACCOUNT_ID", default=None)
@@ -86,24 +73,24 @@ class CatalogSettings:
         "NETSUITE_TIMEZONE", default="America/Los_Angeles",
         help="time zone of the moments NetSuite sends without an offset",
     )
-    page_size: int = env("NETSUITE_PAGE_SIZE", default=1000, parse=_positive_int)
-    concurrency: int = env("NETSUITE_CONCURRENCY", default=4, parse=_positive_int)
-    request_timeout_seconds: float = env("NETSUITE_TIMEOUT_SECONDS", default=60.0, parse=_positive)
-    max_attempts: int = env("NETSUITE_MAX_ATTEMPTS", default=5, parse=_positive_int)
+    page_size: int = env("NETSUITE_PAGE_SIZE", default=1000, parse=positive_int)
+    concurrency: int = env("NETSUITE_CONCURRENCY", default=4, parse=positive_int)
+    request_timeout_seconds: float = env("NETSUITE_TIMEOUT_SECONDS", default=60.0, parse=positive)
+    max_attempts: int = env("NETSUITE_MAX_ATTEMPTS", default=5, parse=positive_int)
     lookback_seconds: float = env(
-        "CATALOG_SYNC_LOOKBACK_SECONDS", default=26 * 3600.0, parse=_positive,
+        "CATALOG_SYNC_LOOKBACK_SECONDS", default=26 * 3600.0, parse=positive,
         help="incremental syncs re-read this much before the cursor",
     )
-    chunk_bytes: int = env("CATALOG_REDIS_CHUNK_BYTES", default=5_000_000, parse=_positive_int)
+    chunk_bytes: int = env("CATALOG_REDIS_CHUNK_BYTES", default=5_000_000, parse=positive_int)
     snapshot_ttl_seconds: int = env(
-        "CATALOG_REDIS_TTL_SECONDS", default=7 * 24 * 3600, parse=_positive_int
+        "CATALOG_REDIS_TTL_SECONDS", default=7 * 24 * 3600, parse=positive_int
     )
-    lease_seconds: float = env("CATALOG_FETCH_LEASE_SECONDS", default=120.0, parse=_positive)
+    lease_seconds: float = env("CATALOG_FETCH_LEASE_SECONDS", default=120.0, parse=positive)
     version_poll_seconds: float = env(
-        "CATALOG_VERSION_POLL_SECONDS", default=2.0, parse=_positive
+        "CATALOG_VERSION_POLL_SECONDS", default=2.0, parse=positive
     )
     upstream_retry_seconds: float = env(
-        "CATALOG_UPSTREAM_RETRY_SECONDS", default=30.0, parse=_positive,
+        "CATALOG_UPSTREAM_RETRY_SECONDS", default=30.0, parse=positive,
         help="after a failed fetch, how long a fallback tier answers before NetSuite is retried",
     )
     preload: bool = env("CATALOG_PRELOAD", default=True)
@@ -151,15 +138,13 @@ def _configured_credentials(settings: CatalogSettings) -> NetSuiteCredentials | 
 def resolve_upstream(settings: CatalogSettings) -> Upstream:
     """netsuite when asked, or with ``auto`` when every credential is set; else the sandbox."""
     credentials = _configured_credentials(settings)
-    active = settings.data_source
-    if active == "auto":
-        active = "netsuite" if credentials else "sandbox"
-    if active == "netsuite":
-        if credentials is None:
-            raise ConfigError(
-                "NETSUITE_DATA_SOURCE=netsuite needs NETSUITE_ACCOUNT_ID, NETSUITE_CONSUMER_KEY,"
-                " NETSUITE_CONSUMER_SECRET, NETSUITE_TOKEN_ID and NETSUITE_TOKEN_SECRET"
-            )
+    active = resolve_data_source(
+        settings.data_source, real="netsuite", configured=credentials is not None,
+        variable="NETSUITE_DATA_SOURCE",
+        required="NETSUITE_ACCOUNT_ID, NETSUITE_CONSUMER_KEY, NETSUITE_CONSUMER_SECRET,"
+                 " NETSUITE_TOKEN_ID and NETSUITE_TOKEN_SECRET",
+    )
+    if credentials is not None and active == "netsuite":
         rest = settings.rest_url or f"https://{credentials.host_account}.suitetalk.api.netsuite.com"
         return Upstream("netsuite", credentials, rest.rstrip("/"), settings.restlet_url,
                         True)

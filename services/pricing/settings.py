@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import ConfigError, Secret, env, load
+from shared.config import ConfigError, Secret, env, load, one_of, resolve_data_source
 
 __all__ = [
     "SANDBOX_API_KEY",
@@ -39,13 +39,6 @@ def _currencies(raw: str) -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def _source(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in {"stockx", "sandbox", "auto"}:
-        raise ValueError("expected stockx, sandbox or auto")
-    return value
-
-
 @dataclass(frozen=True)
 class StockXConnection:
     """Where and as whom the client talks to StockX (real API or our sandbox)."""
@@ -62,8 +55,10 @@ class StockXConnection:
 
 @dataclass(frozen=True)
 class PricingSettings:
-    data_source: str = env("STOCKX_DATA_SOURCE", default="auto", parse=_source,
-                           help="stockx | sandbox | auto (stockx when credentials are set)")
+    data_source: str = env(
+        "STOCKX_DATA_SOURCE", default="auto", parse=one_of("auto", "sandbox", "stockx"),
+        help="stockx | sandbox | auto (stockx when credentials are set)",
+    )
     api_key: Secret | None = env("STOCKX_API_KEY", default=None)
     client_id: str = env("STOCKX_CLIENT_ID", default="")
     client_secret: Secret | None = env("STOCKX_CLIENT_SECRET", default=None)
@@ -92,13 +87,12 @@ class PricingSettings:
     def connection(self) -> StockXConnection:
         """The real API when chosen (or when ``auto`` finds credentials), else the sandbox."""
         configured = all((self.api_key, self.client_id, self.client_secret, self.refresh_token))
-        use_real = self.data_source == "stockx" or (self.data_source == "auto" and configured)
-        if use_real:
-            if not configured:
-                raise ConfigError(
-                    "STOCKX_DATA_SOURCE=stockx needs STOCKX_API_KEY, STOCKX_CLIENT_ID, "
-                    "STOCKX_CLIENT_SECRET and STOCKX_REFRESH_TOKEN"
-                )
+        source = resolve_data_source(
+            self.data_source, real="stockx", configured=configured, variable="STOCKX_DATA_SOURCE",
+            required="STOCKX_API_KEY, STOCKX_CLIENT_ID, STOCKX_CLIENT_SECRET and "
+                     "STOCKX_REFRESH_TOKEN",
+        )
+        if source == "stockx":
             assert self.api_key and self.client_secret and self.refresh_token
             return StockXConnection(
                 "stockx", self.base_url.rstrip("/"), self.auth_url, self.api_key,

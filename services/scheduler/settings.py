@@ -7,25 +7,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import env
+from shared.config import env, one_of, positive
 
 __all__ = ["DEFAULT_JOBS_FILE", "SchedulerSettings"]
 
 DEFAULT_JOBS_FILE = Path(__file__).parent / "jobs.toml"
-
-
-def _check_mode(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in {"off", "warn", "strict"}:
-        raise ValueError("expected off, warn or strict")
-    return value
-
-
-def _positive(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
 
 
 @dataclass(frozen=True)
@@ -35,7 +21,7 @@ class SchedulerSettings:
         help="TOML (.toml) or YAML (.yaml/.yml) file of jobs",
     )
     target_check: str = env(
-        "SCHEDULER_TARGET_CHECK", default="warn", parse=_check_mode,
+        "SCHEDULER_TARGET_CHECK", default="warn", parse=one_of("off", "warn", "strict"),
         help="at start, check every enabled job's target answers: warn (log), strict (refuse "
              "to start), off",
     )
@@ -44,15 +30,15 @@ class SchedulerSettings:
         help="how long the start check waits for targets that are still starting",
     )
     poll_seconds: float = env(
-        "SCHEDULER_POLL_SECONDS", default=1.0, parse=_positive,
+        "SCHEDULER_POLL_SECONDS", default=1.0, parse=positive,
         help="longest sleep between two ticks (takeovers are looked for every tick)",
     )
     lease_seconds: float = env(
-        "SCHEDULER_LEASE_SECONDS", default=30.0, parse=_positive,
+        "SCHEDULER_LEASE_SECONDS", default=30.0, parse=positive,
         help="a run whose replica has not renewed its lease for this long is taken over",
     )
     heartbeat_seconds: float = env(
-        "SCHEDULER_HEARTBEAT_SECONDS", default=5.0, parse=_positive,
+        "SCHEDULER_HEARTBEAT_SECONDS", default=5.0, parse=positive,
         help="how often a replica renews the leases of its runs",
     )
     misfire_grace_seconds: float = env(

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import Secret, env
+from shared.config import Secret, env, one_of
 
 __all__ = ["DATA_SOURCES", "ShippingSettings"]
 
-DATA_SOURCES = ("auto", "real", "sandbox")
-
-
-def _data_source(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in DATA_SOURCES:
-        raise ValueError(f"expected one of {', '.join(DATA_SOURCES)}")
-    return value
+DATA_SOURCES = ("auto", "sandbox", "real")
 
 
 @dataclass(frozen=True)
 class ShippingSettings:
     data_source: str = env(
-        "SHIPSTATION_DATA_SOURCE", default="auto", parse=_data_source,
+        "SHIPSTATION_DATA_SOURCE", default="auto", parse=one_of(*DATA_SOURCES),
         help="real | sandbox | auto (real when SHIPSTATION_API_KEY is set)",
     )
     sandbox_url: str = env("SHIPSTATION_SANDBOX_URL", default="http://127.0.0.1:8093")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import ConfigError, Secret, env
+from shared.config import Secret, env, one_of, resolve_data_source
 
 __all__ = ["SANDBOX_CREDENTIALS", "TimeEntriesSettings", "ZohoCredentials"]
 
@@ -29,8 +29,8 @@ SANDBOX_CREDENTIALS = ZohoCredentials(
 @dataclass(frozen=True)
 class TimeEntriesSettings:
     data_source: str = env(
-        "ZOHO_DATA_SOURCE", default="auto",
-        help="real | sandbox | auto (real when ZOHO_REFRESH_TOKEN is set)",
+        "ZOHO_DATA_SOURCE", default="auto", parse=one_of("auto", "sandbox", "real"),
+        help="real | sandbox | auto (real when every ZOHO_ credential is set)",
     )
     sandbox_url: str = env("ZOHO_SANDBOX_URL", default="http://127.0.0.1:8094")
     accounts_url: str = env("ZOHO_ACCOUNTS_URL", default="https://accounts.zoho.com")
@@ -81,20 +81,19 @@ class TimeEntriesSettings:
     def zoho_credentials(self) -> ZohoCredentials:
         if self.source == "sandbox":
             return SANDBOX_CREDENTIALS
-        if not (self.client_id and self.client_secret and self.refresh_token and self.portal):
-            raise ConfigError(
-                "ZOHO_DATA_SOURCE=real needs ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, "
-                "ZOHO_REFRESH_TOKEN and ZOHO_PORTAL_ID"
-            )
+        assert self.client_secret is not None and self.refresh_token is not None
         return ZohoCredentials(self.client_id, self.client_secret, self.refresh_token, self.portal)
 
     @property
     def source(self) -> str:
-        if self.data_source not in ("real", "sandbox", "auto"):
-            raise ConfigError(f"ZOHO_DATA_SOURCE={self.data_source!r}: expected real|sandbox|auto")
-        if self.data_source == "auto":
-            return "real" if self.refresh_token else "sandbox"
-        return self.data_source
+        """``real`` (Zoho) when asked, or with ``auto`` when every credential is set."""
+        return resolve_data_source(
+            self.data_source, real="real",
+            configured=bool(self.client_id and self.client_secret and self.refresh_token
+                            and self.portal),
+            variable="ZOHO_DATA_SOURCE",
+            required="ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN and ZOHO_PORTAL_ID",
+        )
 
     def base_urls(self) -> tuple[str, str, str]:
         """Accounts, Projects and CRM base URLs (all the sandbox in sandbox mode)."""

@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.config import ConfigError, Secret, env, load
+from shared.config import (
+    ConfigError,
+    Secret,
+    env,
+    load,
+    one_of,
+    positive,
+    positive_int,
+    resolve_data_source,
+)
 from shared.redaction import MASK, redact, redact_text
 
 
@@ -50,3 +59,32 @@ def test_redaction_masks_credentials_in_text_and_fields() -> None:
     fields = redact({"consumer_secret": "xyz", "nested": {"Authorization": "Basic Zm9v"}, "n": 1})
     assert fields == {"consumer_secret": MASK, "nested": {"Authorization": MASK},
                       "n": 1}
+
+
+def test_shared_parsers_name_what_they_expect() -> None:
+    mode = one_of("off", "warn", "strict")
+    assert mode(" WARN ") == "warn"
+    with pytest.raises(ValueError, match="expected off, warn or strict"):
+        mode("loud")
+    assert positive("0.5") == 0.5 and positive_int("3") == 3
+    for parse, raw in ((positive, "0"), (positive_int, "-1")):
+        with pytest.raises(ValueError, match="greater than 0"):
+            parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("choice", "configured", "active"),
+    [("auto", True, "stockx"), ("auto", False, "sandbox"), ("sandbox", True, "sandbox"),
+     ("stockx", True, "stockx")],
+)
+def test_the_data_source_is_the_real_api_only_with_credentials(
+    choice: str, configured: bool, active: str
+) -> None:
+    assert resolve_data_source(choice, real="stockx", configured=configured,
+                               variable="STOCKX_DATA_SOURCE", required="STOCKX_API_KEY") == active
+
+
+def test_asking_for_the_real_api_without_credentials_names_what_is_missing() -> None:
+    with pytest.raises(ConfigError, match="STOCKX_DATA_SOURCE=stockx needs STOCKX_API_KEY"):
+        resolve_data_source("stockx", real="stockx", configured=False,
+                            variable="STOCKX_DATA_SOURCE", required="STOCKX_API_KEY")
