@@ -28,7 +28,6 @@ Run: ``python -m services.catalog.sandbox --host 127.0.0.1 --port 8091`` (settin
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -68,7 +67,7 @@ from shared.sandbox import (
     price,
     product_name,
     rng_for,
-    serve,
+    run_cli,
     sku,
     stable_hash,
 )
@@ -544,16 +543,7 @@ def create_app(sandbox: NetSuiteSandbox) -> tuple[ASGIApp, FaultInjector]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="NetSuite sandbox")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8091)
-    args = parser.parse_args()
-    from shared.logging import configure_logging
-
-    configure_logging(os.environ.get("SYNCSUITE_LOG_LEVEL", "info"),
-                      os.environ.get("SYNCSUITE_LOG_FORMAT", "auto"), service="catalog-sandbox")
-    app, _ = create_app(NetSuiteSandbox(SandboxConfig.from_env()))
-    asyncio.run(serve(app, args.host, args.port))
+    run_cli("NetSuite", 8091, lambda: create_app(NetSuiteSandbox(SandboxConfig.from_env()))[0])
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ Run: ``python -m services.pricing.sandbox --host 127.0.0.1 --port 8092`` (knobs 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import math
 import os
 import secrets
@@ -56,7 +54,7 @@ from shared.sandbox import (
     header_key,
     product_name,
     rng_for,
-    serve,
+    run_cli,
     stable_hash,
 )
 
@@ -398,12 +396,7 @@ def build_sandbox(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.pricing.sandbox",
-                                     description="The StockX sandbox")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8092)
-    args = parser.parse_args(argv)
-    asyncio.run(serve(build_sandbox().app, args.host, args.port))
+    run_cli("StockX", 8092, lambda: build_sandbox().app, argv)
 
 
 if __name__ == "__main__":

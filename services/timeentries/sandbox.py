@@ -12,8 +12,6 @@ project whose status is ``closed`` is refused with 400, as Zoho does.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import itertools
 import os
 import secrets
@@ -41,7 +39,7 @@ from shared.sandbox import (
     first_name,
     last_name,
     rng_for,
-    serve,
+    run_cli,
 )
 
 __all__ = ["SandboxConfig", "ZohoSandbox", "create_app"]
@@ -355,11 +353,7 @@ def create_app(sandbox: ZohoSandbox | None = None) -> Starlette:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Zoho sandbox")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8094)
-    args = parser.parse_args()
-    asyncio.run(serve(create_app(), args.host, args.port))
+    run_cli("Zoho", 8094, create_app)
 
 
 if __name__ == "__main__":

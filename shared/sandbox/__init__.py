@@ -52,7 +52,14 @@ from shared.sandbox.ratelimit import (
     global_key,
     header_key,
 )
-from shared.sandbox.runner import ManualClock, SandboxServer, asgi_client, bind_socket, serve
+from shared.sandbox.runner import (
+    ManualClock,
+    SandboxServer,
+    asgi_client,
+    bind_socket,
+    run_cli,
+    serve,
+)
 
 __all__ = [
     "City",
@@ -92,6 +99,7 @@ __all__ = [
     "price",
     "product_name",
     "rng_for",
+    "run_cli",
     "serve",
     "sku",
     "stable_hash",

@@ -3,6 +3,7 @@
     asgi_client(app)              an httpx client calling the app in-process (no lifespan)
     SandboxServer(app).start()    uvicorn in a background thread; returns the bound URL
     await serve(app, host, port)  uvicorn in the foreground, until SIGINT / SIGTERM
+    run_cli(name, port, build)    a sandbox's ``python -m`` entry point (--host, --port)
     ManualClock()                 a clock + sleep pair that moves only when slept on
 
 We bind the listening socket ourselves, so port 0 gives a real port before uvicorn starts.
@@ -10,7 +11,9 @@ We bind the listening socket ourselves, so port 0 gives a real port before uvico
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -22,9 +25,10 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
+from shared.logging import configure_logging
 from shared.upstream import create_http_client
 
-__all__ = ["ManualClock", "SandboxServer", "asgi_client", "bind_socket", "serve"]
+__all__ = ["ManualClock", "SandboxServer", "asgi_client", "bind_socket", "run_cli", "serve"]
 
 
 def asgi_client(
@@ -158,6 +162,21 @@ async def serve(
             on_ready(url)
 
     await _server(app, graceful=5, on_started=started).serve(sockets=[sock])
+
+
+def run_cli(
+    name: str, default_port: int, build: Callable[[], ASGIApp], argv: list[str] | None = None
+) -> None:
+    """``python -m services.<x>.sandbox [--host H] [--port P]``: logs like the services do
+    (``SYNCSUITE_LOG_LEVEL`` / ``SYNCSUITE_LOG_FORMAT``) and serves ``build()`` until stopped."""
+    parser = argparse.ArgumentParser(description=f"The {name} sandbox")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    args = parser.parse_args(argv)
+    configure_logging(os.environ.get("SYNCSUITE_LOG_LEVEL", "info"),
+                      os.environ.get("SYNCSUITE_LOG_FORMAT", "auto"),
+                      service=f"{name.lower()}-sandbox")
+    asyncio.run(serve(build(), args.host, args.port))
 
 
 class ManualClock:
