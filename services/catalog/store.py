@@ -19,6 +19,7 @@ import asyncpg
 
 from services.catalog.records import EntitySpec, Record, content_hash
 from shared.db import quote_ident
+from shared.sync import Counts
 
 __all__ = ["CatalogStore", "DeltaResult", "IncomingRecord", "KpiRow"]
 
@@ -35,12 +36,7 @@ class IncomingRecord:
 
 @dataclass
 class DeltaResult:
-    seen: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    deleted: int = 0
+    counts: Counts
     round_trips: int = 0
     seconds: float = 0.0
 
@@ -146,7 +142,7 @@ class CatalogStore:
              item.error[:1000])
             for item in incoming
         ]
-        result = DeltaResult(seen=len(rows))
+        result = DeltaResult(Counts(seen=len(rows)))
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 f"CREATE TEMP TABLE incoming (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
@@ -162,15 +158,16 @@ class CatalogStore:
                 f" FROM incoming i LEFT JOIN {table} t USING (netsuite_id)"
             )
             result.round_trips = 3
-            result.failed = int(classified["failed"])
-            result.created = int(classified["created"])
-            result.updated = int(classified["updated"])
-            result.unchanged = result.seen - result.failed - result.created - result.updated
+            counts = result.counts
+            counts.failed = int(classified["failed"])
+            counts.created = int(classified["created"])
+            counts.updated = int(classified["updated"])
+            counts.unchanged = counts.seen - counts.failed - counts.created - counts.updated
             vanished = self._vanished_condition(table, delete_missing, present_ids)
             if dry_run:
                 if vanished is not None:
                     condition, args = vanished
-                    result.deleted = int(await connection.fetchval(
+                    result.counts.deleted = int(await connection.fetchval(
                         f"SELECT count(*) FROM {table} WHERE {condition}", *args))
                     result.round_trips += 1
             else:
@@ -180,7 +177,7 @@ class CatalogStore:
                     status = await connection.execute(
                         f"UPDATE {table} SET deleted_at = $1, updated_at = now()"
                         f" WHERE {condition.replace('$1', '$2')}", now, *args)
-                    result.deleted = int(status.split()[-1])
+                    result.counts.deleted = int(status.split()[-1])
                     result.round_trips += 1
         result.seconds = time.perf_counter() - started
         return result

@@ -82,11 +82,8 @@ class CatalogSync:
                 present_ids=present,
             )
             op.records = len(incoming)
-            counts = op.counts
-            counts.seen, counts.created = result.seen, result.created
-            counts.updated, counts.unchanged = result.updated, result.unchanged
-            counts.failed = result.failed
-            counts.deleted, counts.skipped = result.deleted, skipped
+            op.counts.add(result.counts)
+            op.counts.skipped = skipped
             op.details.update({
                 "mode": "full" if since is None else "incremental",
                 "fetch_s": f"{fetch_seconds:.3f}", "write_s": f"{result.seconds:.3f}",

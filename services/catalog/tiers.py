@@ -261,8 +261,9 @@ class EntityTiers:
     async def _persist(self, incoming: list[IncomingRecord]) -> None:
         """Writes a fetched data set to PostgreSQL (the fallback tier) as a bulk delta."""
         result = await self.store.apply(self.spec, incoming, delete_missing=True)
-        log.info("fetch_persisted", entity=self.spec.name, created=result.created,
-                 updated=result.updated, deleted=result.deleted, failed=result.failed,
+        counts = result.counts
+        log.info("fetch_persisted", entity=self.spec.name, created=counts.created,
+                 updated=counts.updated, deleted=counts.deleted, failed=counts.failed,
                  duration_s=round(result.seconds, 3))
 
     async def publish(self, records: list[Record], fetched_at: datetime,

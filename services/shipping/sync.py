@@ -175,19 +175,14 @@ class ShippingSync:
     @staticmethod
     def _record(op: Operation, writer: BulkWriter, half: UpstreamClient, before: int,
                 pages: int) -> None:
-        counts = writer.counts
-        op.records = counts.seen
-        op.counts.seen = counts.seen
-        op.counts.created = counts.created
-        op.counts.updated = counts.updated
-        op.counts.unchanged = counts.unchanged
-        op.counts.deleted = counts.deleted
+        op.records = writer.counts.seen
+        op.counts.add(writer.counts)
         op.details.update({
             "requests": str(half.stats.requests - before), "pages": str(pages),
             "db_round_trips": str(writer.round_trips),
         })
         prefix = "would_" if writer.dry_run else ""
-        for change, keys in counts.samples.items():
+        for change, keys in writer.samples.items():
             op.details[f"{prefix}{change}_sample"] = ", ".join(keys)
 
     async def _whole_list(

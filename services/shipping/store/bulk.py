@@ -11,13 +11,14 @@ marks the rows it did not see as deleted. In a dry run it runs the same comparis
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from shared.db import quote_ident
+from shared.sync import Counts
 
 __all__ = ["BulkTable", "BulkWriter", "Column"]
 
@@ -133,16 +134,6 @@ class BulkTable:
                 f" AS sample FROM {quote_ident(self.name)} AS t WHERE {self._missing()}")
 
 
-@dataclass
-class WriteCounts:
-    seen: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    samples: dict[str, list[str]] = field(default_factory=dict)
-
-
 class BulkWriter:
     """Writes one operation's pages to ``table`` for one integration (or compares, dry)."""
 
@@ -153,7 +144,8 @@ class BulkWriter:
         self.table = table
         self.integration_id = integration_id
         self.dry_run = dry_run
-        self.counts = WriteCounts()
+        self.counts = Counts()
+        self.samples: dict[str, list[str]] = {}  # a few keys per change, for dry runs
         self.round_trips = 0
         self._seen: dict[tuple[Any, ...], None] = {}
 
@@ -162,7 +154,7 @@ class BulkWriter:
 
     def _sample(self, name: str, values: list[str] | None) -> None:
         if values:
-            sample = self.counts.samples.setdefault(name, [])
+            sample = self.samples.setdefault(name, [])
             sample.extend(values[: SAMPLE_SIZE - len(sample)])
 
     async def write(self, records: Sequence[Any]) -> None:
