@@ -29,22 +29,19 @@ import queue
 import secrets
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 
 from shared.backends import BackendStack
 from shared.processes import ManagedProcess, free_port, wait_for_health
+from shared.scratch import scratch_database, scratch_redis_db
 from shared.server import ServiceDefinition, running_service
 
 __all__ = [
@@ -77,8 +74,6 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_DIR = ROOT / ".run" / "bench"
-# Shared with the test sessions (tests/conftest.py) so that both rotate through Redis dbs 1-15.
-REDIS_DB_COUNTER = "syncsuite:test-session-counter"
 
 Call = Callable[[], Awaitable[Any]]
 """One call to measure, e.g. ``lambda: stub.Ping(request, timeout=5)``."""
@@ -467,49 +462,6 @@ class Options:
 # -- servers and backends ----------------------------------------------------------------------
 
 
-def _with_path(url: str, path: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=path))
-
-
-@contextlib.asynccontextmanager
-async def _fresh_database(server_url: str) -> AsyncIterator[str]:
-    name = f"syncsuite_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_path(server_url, f"/{name}")
-    finally:
-        admin = await asyncpg.connect(server_url, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-@contextlib.asynccontextmanager
-async def _free_redis_db(server_url: str) -> AsyncIterator[str]:
-    """The next logical database 1-15 after the rotation counter shared with the test sessions
-    that holds no keys (or, if none is empty, the next one), flushed after."""
-    base = aioredis.Redis.from_url(_with_path(server_url, "/0"))
-    try:
-        for _ in range(15):
-            db = int(await base.incr(REDIS_DB_COUNTER)) % 15 + 1
-            async with aioredis.Redis.from_url(_with_path(server_url, f"/{db}")) as probe:
-                if await probe.dbsize() == 0:
-                    break
-    finally:
-        await base.aclose()
-    url = _with_path(server_url, f"/{db}")
-    try:
-        yield url
-    finally:
-        async with aioredis.Redis.from_url(url) as client:
-            await client.flushdb()
-
-
 def _service_env(database_url: str, redis_url: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("NETSUITE_", "STOCKX_", "SHIPSTATION_", "ZOHO_", "SYNCSUITE_"))}
@@ -535,8 +487,8 @@ async def bench_backends(run_dir: Path = RUN_DIR) -> AsyncIterator[dict[str, str
     backends = await asyncio.to_thread(stack.start)
     try:
         async with (
-            _fresh_database(backends.database_url) as database_url,
-            _free_redis_db(backends.redis_url) as redis_url,
+            scratch_database(backends.database_url, "syncsuite_bench") as database_url,
+            scratch_redis_db(backends.redis_url) as redis_url,
         ):
             yield _service_env(database_url, redis_url)
     finally:

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
-import redis
 
 from shared.backends import Backends, BackendStack
 from shared.logging import configure_logging
+from shared.scratch import scratch_database, scratch_redis_db
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
@@ -33,47 +30,18 @@ def backends() -> Iterator[Backends]:
         stack.stop()
 
 
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def _with_redis_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
-
 @pytest.fixture(scope="session")
 async def database_url(backends: Backends) -> AsyncIterator[str]:
     """A database of its own for this test session."""
-    name = f"syncsuite_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(backends.database_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _with_database(backends.database_url, name)
-    admin = await asyncpg.connect(backends.database_url, timeout=10)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(backends.database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def redis_url(backends: Backends) -> Iterator[str]:
+async def redis_url(backends: Backends) -> AsyncIterator[str]:
     """A Redis logical database of its own for this session (1-15, rotated by a counter)."""
-    base = redis.Redis.from_url(_with_redis_db(backends.redis_url, 0))
-    try:
-        db = int(base.incr("syncsuite:test-session-counter")) % 15 + 1
-    finally:
-        base.close()
-    url = _with_redis_db(backends.redis_url, db)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+    async with scratch_redis_db(backends.redis_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

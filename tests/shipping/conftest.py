@@ -4,10 +4,8 @@ must not see each other's), the ShipStation sandbox in-process, and the service 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -21,6 +19,7 @@ from services.shipping.sandbox import AccountSpec, SandboxConfig, ShipStationSan
 from services.shipping.server import build_service, make_client_factory
 from services.shipping.settings import ShippingSettings
 from shared.backends import Backends
+from shared.scratch import scratch_database
 from shared.server import RunningService, running_service
 from tests.conftest import ADMIN_TOKEN
 
@@ -54,19 +53,8 @@ async def shipping_env(
     backends: Backends, service_env: dict[str, str]
 ) -> AsyncIterator[dict[str, str]]:
     """``service_env`` on a database of this test's own."""
-    name = f"shipping_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(backends.database_url, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(backends.database_url)._replace(path=f"/{name}"))
-    yield {**service_env, "DATABASE_URL": url, **FAST_ENV}
-    admin = await asyncpg.connect(backends.database_url, timeout=10)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(backends.database_url, "shipping_test") as url:
+        yield {**service_env, "DATABASE_URL": url, **FAST_ENV}
 
 
 @dataclass
