@@ -56,7 +56,6 @@ __all__ = [
     "Backends",
     "EmbeddedPostgres",
     "EmbeddedRedis",
-    "find_backends",
     "free_port",
     "mask_password",
 ]
@@ -594,12 +593,3 @@ class BackendStack:
     def _chosen(kind: _Kind, source: str, url: str) -> tuple[str, str]:
         _log.info("backend chosen", backend=kind.name, source=source, url=mask_password(url))
         return url, source
-
-
-def find_backends(
-    run_dir: Path = Path(".run"), environ: Mapping[str, str] | None = None
-) -> BackendStack:
-    """A started :class:`BackendStack`; call ``.start()`` on it for the :class:`Backends`."""
-    stack = BackendStack(run_dir, environ)
-    stack.start()
-    return stack

@@ -97,11 +97,6 @@ class Runtime:
         """Runs at shutdown, after in-flight RPCs drained, in reverse order of registration."""
         self._stop_hooks.append(hook)
 
-    async def set_serving(self, serving: bool, service_name: str = "") -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.health.set(service_name, status)
-
 
 class _Diagnostics(diagnostics_pb2_grpc.DiagnosticsServiceServicer):
     def __init__(self, service: str) -> None:
