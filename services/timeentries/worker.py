@@ -28,6 +28,7 @@ from shared.config import ConfigError, load
 from shared.db import create_pool
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations, discover
+from shared.server import run_event_loop
 from shared.settings import RuntimeSettings
 
 __all__ = ["SINK_NAMES", "Workers", "build_workers", "main"]
@@ -115,7 +116,7 @@ def main() -> None:
     configure_logging(os.environ.get("SYNCSUITE_LOG_LEVEL", "info"),
                       os.environ.get("SYNCSUITE_LOG_FORMAT", "auto"), service="timeentries-worker")
     try:
-        asyncio.run(run(os.environ))
+        run_event_loop(run(os.environ))
     except ConfigError as error:
         print(f"timeentries worker: configuration error: {error}")
         raise SystemExit(2) from None

@@ -17,8 +17,9 @@ from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.auth import issue_user_token
+from shared.config import ConfigError
 from shared.processes import ManagedProcess, free_port, wait_for_health
-from shared.server import ServiceDefinition, running_service, start_service
+from shared.server import ServiceDefinition, run_event_loop, running_service, start_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET, ROOT
 from tests.shared import probe_service
 
@@ -263,3 +264,20 @@ async def test_a_failing_setup_closes_what_start_opened(
     finally:
         await connection.close()
     assert left_open == 0
+
+
+def test_services_run_on_uvloop_unless_asyncio_is_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    monkeypatch.delenv("SYNCSUITE_EVENT_LOOP", raising=False)
+    assert run_event_loop(loop_module()).startswith("uvloop")
+    monkeypatch.setenv("SYNCSUITE_EVENT_LOOP", "asyncio")
+    assert run_event_loop(loop_module()).startswith("asyncio")
+    monkeypatch.setenv("SYNCSUITE_EVENT_LOOP", "twisted")
+    coroutine = loop_module()
+    with pytest.raises(ConfigError, match="SYNCSUITE_EVENT_LOOP must be uvloop or asyncio"):
+        run_event_loop(coroutine)
+    coroutine.close()
