@@ -38,9 +38,11 @@ from shared.auth import Authenticator, current_principal
 from shared.config import ConfigError, load
 from shared.db import create_pool
 from shared.interceptor import ServerInterceptor, access_map
+from shared.invalidation import InvalidationFeed
 from shared.logging import configure_logging
 from shared.metrics import Metrics
 from shared.migrations import apply_migrations, discover
+from shared.readcache import VersionedReadCache
 from shared.settings import RuntimeSettings
 from shared.sync import SyncJobStore, SyncRegistry, SyncServicer
 from shared.tasks import BackgroundTasks
@@ -84,6 +86,7 @@ class Runtime:
     health: health.aio.HealthServicer
     server: grpc.aio.Server
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+    feeds: list[InvalidationFeed] = field(default_factory=list)
     _access: dict[str, int] = field(default_factory=dict)
     _service_names: list[str] = field(default_factory=list)
     _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -96,6 +99,17 @@ class Runtime:
         add(servicer, self.server)
         self._access.update(access_map([descriptor]))
         self._service_names.append(descriptor.full_name)
+
+    def invalidation_feed(
+        self, channel: str, *caches: VersionedReadCache[Any, Any]
+    ) -> InvalidationFeed:
+        """Keeps ``caches`` told of the changes notified on ``channel`` (see
+        :mod:`shared.invalidation`), from now until shutdown."""
+        feed = InvalidationFeed(self.settings.database_url.reveal(), channel, caches)
+        self.tasks.spawn(feed.run(), name=f"invalidation-feed-{channel}")
+        self.sync.after_each_job(feed.caught_up)  # Sync's caller then reads its own writes here
+        self.feeds.append(feed)
+        return feed
 
     def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Runs at shutdown, after in-flight RPCs drained, in reverse order of registration."""

@@ -48,12 +48,14 @@ async def setup(runtime: Runtime) -> None:
         "retention", retention, locks=("prices",),
         description="prune raw snapshots older than PRICING_RETENTION_DAYS",
     ))
+    servicer = PricingServicer(
+        store, settings, on_cache_event=partial(runtime.metrics.cache_hit, "pricing_latest"))
     runtime.add_servicer(
         pricing_service_pb2.DESCRIPTOR.services_by_name["PricingService"],
-        pricing_service_pb2_grpc.add_PricingServiceServicer_to_server,
-        PricingServicer(store, settings,
-                        on_cache_event=partial(runtime.metrics.cache_hit, "pricing_latest")),
+        pricing_service_pb2_grpc.add_PricingServiceServicer_to_server, servicer,
     )
+    # migrations/0003: products' changes are notified on this channel when they commit
+    runtime.invalidation_feed("pricing_data_changed", servicer.latest_cache)
     log.info("pricing_ready", data_source=connection.source, regions=settings.regions,
              rate_per_second=settings.rate_per_second)
 

@@ -196,7 +196,8 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             version = (records[0][0], records[0][4])
             if version == known:
                 return UNCHANGED
-            return Versioned(version, _latest_answer(records))
+            tags = (records[0][0], f"sku:{sku.upper()}") if sku else (records[0][0],)
+            return Versioned(version, _latest_answer(records), tags)
 
         key = (product_id, sku.upper(), tuple(currencies))
         answer = await self.latest_cache.get(key, load)

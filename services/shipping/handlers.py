@@ -258,7 +258,7 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
             version = rows[0][0]
             if version == known:
                 return UNCHANGED
-            return Versioned(version, _inventory_page(rows, size))
+            return Versioned(version, _inventory_page(rows, size), (str(integration_id),))
 
         try:
             cached = await self.inventory_cache.get(key, load)

@@ -101,14 +101,15 @@ def build_service(
 
         runtime.sync.add(SyncScope(
             "prune-logs", prune_logs, description="sync_logs older than the retention"))
+        servicer = ShippingServicer(
+            store, retention=retention,
+            on_cache_event=partial(runtime.metrics.cache_hit, "shipping_inventory"))
         runtime.add_servicer(
             shipping_service_pb2.DESCRIPTOR.services_by_name["ShippingService"],
-            shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server,
-            ShippingServicer(store,
-                             retention=retention,
-                             on_cache_event=partial(runtime.metrics.cache_hit,
-                                                    "shipping_inventory")),
+            shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server, servicer,
         )
+        # migrations/0003: inventory changes are notified on this channel when they commit
+        runtime.invalidation_feed("shipping_inventory_changed", servicer.inventory_cache)
 
     return ServiceDefinition(name="shipping", default_port=50053, setup=setup,
                              migrations=MIGRATIONS)

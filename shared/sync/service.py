@@ -62,6 +62,12 @@ class SyncRegistry:
         self._default = ""
         self._jobs: dict[str, SyncJob] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._after_job: list[Callable[[], Awaitable[object]]] = []
+
+    def after_each_job(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """``hook`` runs when a job's work is done, before the job is reported finished (e.g.
+        waiting until this replica's read caches have heard of the job's writes)."""
+        self._after_job.append(hook)
 
     def add(self, scope: SyncScope, *, default: bool = False) -> None:
         self._scopes[scope.name] = scope
@@ -113,6 +119,11 @@ class SyncRegistry:
         except Exception as failure:
             error = failure
             log.error("sync_failed", job_id=job.id, scope=job.scope, exc_info=failure)
+        for hook in self._after_job:
+            try:
+                await hook()
+            except Exception as failure:
+                log.warning("sync_after_job_hook_failed", job_id=job.id, error=repr(failure))
         if job.finished_at is None:
             job.finish(error)
         await self._record_end(job, heartbeat)

@@ -4,6 +4,7 @@ when the product's data version is unchanged."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from services.pricing.service import PricingServicer
 from services.pricing.store import PricingStore, ProductRow, SnapshotRow
 from shared.errors import NotFound
 from shared.timestamps import from_timestamp, utcnow
+from tests.feeds import feeding, until
 from tests.pricing.conftest import settings_for
 
 
@@ -108,3 +110,47 @@ async def test_unknown_product_is_not_cached_and_prices_appear_when_synced(
     assert list((await replica.GetLatestPrices(request, None)).prices) == []
     await store.write_snapshots([_snapshot("prod-1", "prod-1-b", "USD", "99", utcnow())])
     assert _asks(await replica.GetLatestPrices(request, None)) == {("prod-1-b", "USD"): "99"}
+
+
+async def test_fed_replicas_answer_from_memory_until_the_trigger_notifies_a_change(
+        store: PricingStore, database_url: str) -> None:
+    settings = settings_for()
+    replicas = PricingServicer(store, settings), PricingServicer(store, settings)
+    caches = [replica.latest_cache for replica in replicas]
+    await _catalog(store)
+    await store.write_snapshots([_snapshot("prod-1", "prod-1-a", "USD", "100", utcnow())])
+    by_id = pb.GetLatestPricesRequest(product_id="prod-1")
+    by_sku = pb.GetLatestPricesRequest(sku="dd1391-100")
+
+    def notified(count: int) -> Callable[[], bool]:
+        return lambda: all(cache.stats.notifications >= count for cache in caches)
+
+    async with feeding(database_url, "pricing_data_changed", *caches):
+        for replica in replicas:
+            for request in (by_id, by_sku, by_id, by_sku):
+                assert _asks(await replica.GetLatestPrices(request, None)) == {
+                    ("prod-1-a", "USD"): "100"}
+            assert replica.latest_cache.stats.trusted_hits == 2  # no database round trip
+
+        await store.write_snapshots([_snapshot("prod-1", "prod-1-a", "USD", "105", utcnow())])
+        await until(notified(1), "the new price notified")
+        for replica in replicas:
+            for request in (by_id, by_sku):
+                assert _asks(await replica.GetLatestPrices(request, None)) == {
+                    ("prod-1-a", "USD"): "105"}
+
+        # another product takes the SKU (and sorts first): the SKU's cached answer goes too
+        await store.save_catalog(ProductRow("prod-0", "DD1391-100", "Dunk Low", "Nike"),
+                                 [("prod-0-a", "9")])
+        await until(notified(2), "the new product notified")
+        for replica in replicas:
+            assert (await replica.GetLatestPrices(by_sku, None)).product.product_id == "prod-0"
+            assert _asks(await replica.GetLatestPrices(by_id, None)) == {
+                ("prod-1-a", "USD"): "105"}
+
+        # TRUNCATE fires no row trigger: its statement trigger says "everything"
+        await store.pool.execute("TRUNCATE products CASCADE")
+        await until(notified(3), "the truncation notified")
+        for replica in replicas:
+            with pytest.raises(NotFound):
+                await replica.GetLatestPrices(by_id, None)

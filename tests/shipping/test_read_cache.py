@@ -1,5 +1,7 @@
-"""ListInventory's per-replica read cache: two replicas of the service over one database see
-every committed sync on their next read; a sync that changes nothing keeps their caches warm."""
+"""ListInventory's per-replica read cache: two replicas of the service over one database,
+each fed by the inventory trigger's notifications, see every committed sync (the syncing one as
+soon as Sync returns, the other once the notification has arrived); a sync that changes nothing
+keeps their caches warm."""
 
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ async def test_replicas_see_a_committed_sync_on_their_next_read(
         row["available"] = row["on_hand"] - row["allocated"]
         account._sorted.clear()
         assert (await first.sync("inventory")).status == sync_pb2.SYNC_STATUS_COMPLETED
+        assert await second.service.runtime.feeds[0].caught_up()  # first's is, before Sync ends
         for replica, seen in zip(replicas, before, strict=True):
             levels = await _levels(replica, iid, sku)
             changed = [key for key in levels if levels[key] != seen[key]]
@@ -64,6 +67,7 @@ async def test_replicas_see_a_committed_sync_on_their_next_read(
         del account.stock[(sku, location)]
         account._sorted.clear()
         assert (await first.sync("inventory")).status == sync_pb2.SYNC_STATUS_COMPLETED
+        assert await second.service.runtime.feeds[0].caught_up()
         for replica, seen in zip(replicas, before, strict=True):
             levels = await _levels(replica, iid, sku)
             assert len(levels) == len(seen) - 1

@@ -1,0 +1,170 @@
+"""shared.invalidation with shared.readcache: replicas' caches fed by real PostgreSQL
+notifications from a trigger, including a change committed during a load and a feed that
+loses its connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from shared.db import create_pool
+from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
+from tests.feeds import feeding, until
+
+SCHEMA = "invalidation_test"
+CHANNEL = "invalidation_test_changed"
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"""
+            DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
+            CREATE SEQUENCE {SCHEMA}.versions;
+            CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY, value text NOT NULL,
+                                         version bigint NOT NULL);
+            CREATE FUNCTION {SCHEMA}.notify_item() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('{CHANNEL}', NEW.key); RETURN NULL; END $$;
+            CREATE TRIGGER items_changed AFTER INSERT OR UPDATE ON {SCHEMA}.items
+                FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.notify_item();
+            INSERT INTO {SCHEMA}.items VALUES ('a', 'a1', nextval('{SCHEMA}.versions')),
+                                              ('b', 'b1', nextval('{SCHEMA}.versions'));
+        """)
+    finally:
+        await admin.close()
+    pool = await create_pool(database_url, SCHEMA, max_size=3)
+    yield pool
+    await pool.close()
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    finally:
+        await admin.close()
+
+
+class Replica:
+    """One replica's cache over ``items``, counting its database reads."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.cache: VersionedReadCache[str, str] = VersionedReadCache()
+        self.reads = 0
+        self.during_read: Callable[[], Awaitable[None]] | None = None
+
+    async def get(self, key: str) -> str:
+        async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+            self.reads += 1
+            row = await self.pool.fetchrow(
+                "SELECT version, CASE WHEN version IS DISTINCT FROM $2 THEN value END AS value"
+                " FROM items WHERE key = $1", key, held.version if held else None)
+            if self.during_read is not None:
+                await self.during_read()
+            if held is not None and row["version"] == held.version:
+                return UNCHANGED
+            return Versioned(row["version"], row["value"], (key,))
+
+        return await self.cache.get(key, load)
+
+
+async def update(pool: asyncpg.Pool, key: str, value: str) -> None:
+    await pool.execute("UPDATE items SET value = $2, version = nextval('versions')"
+                       " WHERE key = $1", key, value)
+
+
+async def test_a_fed_cache_answers_from_memory_until_a_commit_names_the_key(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    replica_a, replica_b = Replica(pool), Replica(pool)
+    async with feeding(database_url, CHANNEL, replica_a.cache, replica_b.cache):
+        for replica in (replica_a, replica_b):
+            assert await replica.get("a") == "a1" and await replica.get("b") == "b1"
+            assert await replica.get("a") == "a1" and await replica.get("b") == "b1"
+            assert replica.reads == 2  # the second round came from memory
+            assert replica.cache.stats.trusted_hits == 2
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("UPDATE items SET value = 'a2',"
+                                     " version = nextval('versions') WHERE key = 'a'")
+            await asyncio.sleep(0.05)  # not committed: nothing is notified
+            assert replica_a.cache.stats.notifications == 0
+            assert await replica_a.get("a") == "a1"
+        for replica in (replica_a, replica_b):
+            await until(lambda r=replica: r.cache.stats.notifications == 1, "notified")
+            assert await replica.get("a") == "a2"  # checked against the database: new
+            assert await replica.get("b") == "b1"  # not named: still from memory
+            assert replica.reads == 3
+            assert await replica.get("a") == "a2" and replica.reads == 3  # trusted again
+
+
+async def test_a_change_committed_during_a_load_is_not_trusted(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    replica = Replica(pool)
+    async with feeding(database_url, CHANNEL, replica.cache):
+
+        async def commit_a_change_and_see_it_notified() -> None:
+            replica.during_read = None
+            await update(pool, "a", "a2")
+            await until(lambda: replica.cache.stats.notifications == 1, "notified")
+
+        replica.during_read = commit_a_change_and_see_it_notified
+        assert await replica.get("a") == "a1"  # read before the change committed
+        assert await replica.get("a") == "a2"  # so it was checked again, not trusted
+        assert replica.reads == 2
+
+
+async def test_without_a_feed_or_tags_every_read_checks(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    unfed = Replica(pool)
+    assert await unfed.get("a") == "a1" and await unfed.get("a") == "a1"
+    assert unfed.reads == 2 and unfed.cache.stats.hits == 1
+
+    untagged: VersionedReadCache[str, str] = VersionedReadCache()
+    reads = 0
+
+    async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        nonlocal reads
+        reads += 1
+        return UNCHANGED if held is not None else Versioned(1, "value")
+
+    async with feeding(database_url, CHANNEL, untagged):
+        await untagged.get("k", load)
+        await untagged.get("k", load)
+    assert reads == 2
+
+
+async def test_a_lost_feed_makes_every_read_check_until_it_listens_again(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    replica = Replica(pool)
+    async with feeding(database_url, CHANNEL, replica.cache, first_retry_delay=1.0) as feed:
+        assert await replica.get("a") == "a1" and await replica.get("a") == "a1"
+        assert replica.reads == 1
+        await pool.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                           " WHERE application_name = $1", feed.application_name)
+        await until(lambda: not replica.cache.feed_connected, "the cache knows the feed is down")
+        await update(pool, "a", "a2")  # committed while nobody listens: never notified
+        assert await replica.get("a") == "a2"
+        assert await replica.get("a") == "a2"
+        assert replica.reads == 3  # down: each read checks
+        await until(lambda: feed.connects == 2 and replica.cache.feed_connected, "reconnected")
+        assert await replica.get("a") == "a2" and replica.reads == 4  # held from before: checked
+        assert await replica.get("a") == "a2" and replica.reads == 4  # loaded while up: trusted
+
+
+async def test_caught_up_waits_for_every_earlier_commit_to_reach_the_caches(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    replica = Replica(pool)
+    async with feeding(database_url, CHANNEL, replica.cache) as feed:
+        assert await replica.get("a") == "a1"
+        for number in range(20):
+            await update(pool, "a", f"a{number + 2}")
+        assert await feed.caught_up()
+        assert replica.cache.stats.notifications == 20  # markers are not changes
+        assert await replica.get("a") == "a21"
+    assert not await feed.caught_up()  # stopped: nothing to wait for
