@@ -23,6 +23,7 @@ from syncsuite.auth.v1 import access_pb2
 from shared.auth import Authenticator, current_principal
 from shared.errors import to_status
 from shared.metrics import Metrics
+from shared.wire import passing_bytes
 
 __all__ = ["ServerInterceptor", "access_map"]
 
@@ -136,7 +137,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=passing_bytes(handler.response_serializer),
             )
         if handler.unary_stream:
             inner_stream = handler.unary_stream

@@ -20,6 +20,14 @@ from shared.auth import current_principal
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
 from shared.timestamps import from_timestamp, timestamp, utcnow
+from shared.wire import (
+    FIXED64,
+    LENGTH_DELIMITED,
+    encode_double,
+    field_key,
+    length_delimited,
+    varint,
+)
 
 __all__ = ["PricingServicer"]
 
@@ -62,21 +70,45 @@ def _product_pb(product: ProductRow) -> pb.Product:
                       brand=product.brand)
 
 
+# VariantPrice.age_seconds (a double): appended per call to each price kept serialized
+_AGE_KEY = field_key(pb.VariantPrice.DESCRIPTOR.fields_by_name["age_seconds"].number, FIXED64)
+_AGE_BYTES = len(_AGE_KEY) + 8
+_PRICES_FIELD = pb.GetLatestPricesResponse.DESCRIPTOR.fields_by_name["prices"].number
+_PRODUCT_FIELD = pb.GetLatestPricesResponse.DESCRIPTOR.fields_by_name["product"].number
+
+
 @dataclass(frozen=True, slots=True)
 class LatestPricesAnswer:
-    """A GetLatestPrices response without ages (they change with the clock), and each price's
-    snapshot time in seconds since the epoch, in the same order."""
+    """A GetLatestPricesResponse kept serialized (see shared/wire.py) but for the ages, which change
+    with the clock: the product field, then per price its field's key and length, the price
+    without its age and the age's key, so that a call appends each age's 8 bytes."""
 
-    template: pb.GetLatestPricesResponse
-    snapshot_seconds: tuple[float, ...]
+    product: bytes
+    price_heads: tuple[bytes, ...]
+    snapshot_seconds: tuple[float, ...]  # each price's snapshot time, seconds since the epoch
 
-    def response(self, now: datetime) -> pb.GetLatestPricesResponse:
-        response = pb.GetLatestPricesResponse()
-        response.CopyFrom(self.template)
-        now_seconds = now.timestamp()
-        for price, taken in zip(response.prices, self.snapshot_seconds, strict=True):
-            price.age_seconds = max(0.0, now_seconds - taken)
-        return response
+    @classmethod
+    def of(cls, product: pb.Product, prices: Sequence[pb.VariantPrice],
+           snapshot_seconds: Sequence[float]) -> LatestPricesAnswer:
+        heads = []
+        for price in prices:
+            body = price.SerializeToString()  # without age_seconds (0: not written)
+            heads.append(field_key(_PRICES_FIELD, LENGTH_DELIMITED)
+                         + varint(len(body) + _AGE_BYTES) + body + _AGE_KEY)
+        return cls(length_delimited(_PRODUCT_FIELD, product.SerializeToString()),
+                   tuple(heads), tuple(snapshot_seconds))
+
+    def encode(self, now_seconds: float) -> bytes:
+        """The serialized GetLatestPricesResponse with each price's age as of ``now_seconds``."""
+        parts = [self.product]
+        ages: dict[float, bytes] = {}  # a product's prices share a few snapshot times
+        for head, taken in zip(self.price_heads, self.snapshot_seconds, strict=True):
+            age = ages.get(taken)
+            if age is None:
+                age = ages[taken] = encode_double(max(0.0, now_seconds - taken))
+            parts.append(head)
+            parts.append(age)
+        return b"".join(parts)
 
 
 def _latest_answer(records: Sequence[Any]) -> LatestPricesAnswer:
@@ -97,11 +129,8 @@ def _latest_answer(records: Sequence[Any]) -> LatestPricesAnswer:
                 snapshot_time=stamp(seconds=whole, nanos=fraction * 1000),
             ))
             seconds.append(micros / 1_000_000)
-    template = pb.GetLatestPricesResponse(
-        product=pb.Product(product_id=product_id, sku=first[1], title=first[2], brand=first[3]),
-        prices=prices,
-    )
-    return LatestPricesAnswer(template, tuple(seconds))
+    product = pb.Product(product_id=product_id, sku=first[1], title=first[2], brand=first[3])
+    return LatestPricesAnswer.of(product, prices, seconds)
 
 
 class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
@@ -178,9 +207,9 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             raise InvalidArgument("sku", "must be at most 100 characters")
         return "", sku.strip()
 
-    async def GetLatestPrices(
-        self, request: pb.GetLatestPricesRequest, context: Any
-    ) -> pb.GetLatestPricesResponse:
+    async def GetLatestPrices(self, request: pb.GetLatestPricesRequest, context: Any) -> bytes:
+        """The serialized GetLatestPricesResponse (shared/wire.py): hot, it is kept serialized
+        but for the ages."""
         currencies = self._regions("currency_codes", request.currency_codes)
         product_id, sku = self._product_key(request.product_id, request.sku)
 
@@ -201,7 +230,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
 
         key = (product_id, sku.upper(), tuple(currencies))
         answer = await self.latest_cache.get(key, load)
-        return answer.response(self._now())
+        return answer.encode(self._now().timestamp())
 
     async def ComparePrices(
         self, request: pb.ComparePricesRequest, context: Any

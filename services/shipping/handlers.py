@@ -123,7 +123,7 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
     ) -> None:
         self._store = store
         self._retention = retention
-        self.inventory_cache: VersionedReadCache[InventoryKey, pb.ListInventoryResponse] = (
+        self.inventory_cache: VersionedReadCache[InventoryKey, bytes] = (
             VersionedReadCache(max_entries=INVENTORY_CACHE_ENTRIES, on_event=on_cache_event))
 
     async def _require_integration(self, integration_id: uuid.UUID) -> None:
@@ -237,7 +237,8 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
 
     async def ListInventory(
         self, request: pb.ListInventoryRequest, context: Any
-    ) -> pb.ListInventoryResponse:
+    ) -> pb.ListInventoryResponse | bytes:
+        """Hot pages are kept serialized (shared/wire.py) and answered as they are."""
         integration_id = _uuid("integration_id", request.integration_id)
         sku = _text("sku", request.sku.strip())
         warehouse_id = _text("warehouse_id", request.warehouse_id.strip())
@@ -247,8 +248,7 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
         after = (str(position["sku"]), str(position["w"]), str(position["l"])) if position else None
         key: InventoryKey = (integration_id, sku, warehouse_id, location_id, size, after)
 
-        async def load(held: Versioned[pb.ListInventoryResponse] | None
-                       ) -> Versioned[pb.ListInventoryResponse] | Unchanged:
+        async def load(held: Versioned[bytes] | None) -> Versioned[bytes] | Unchanged:
             known = held.version if held is not None else None
             rows = await self._store.list_inventory(
                 integration_id, sku=sku, warehouse_id=warehouse_id, location_id=location_id,
@@ -258,7 +258,8 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
             version = rows[0][0]
             if version == known:
                 return UNCHANGED
-            return Versioned(version, _inventory_page(rows, size), (str(integration_id),))
+            return Versioned(version, _inventory_page(rows, size).SerializeToString(),
+                             (str(integration_id),))
 
         try:
             cached = await self.inventory_cache.get(key, load)
@@ -266,9 +267,7 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
             if position is not None:  # a page past a deleted integration: nothing more
                 return pb.ListInventoryResponse()
             raise
-        response = pb.ListInventoryResponse()
-        response.CopyFrom(cached)  # the cached message is shared: callers get their own
-        return response
+        return cached
 
     # -- sync logs
 
