@@ -1,18 +1,27 @@
 """The in-process search index of one entity (one per replica, rebuilt on every new snapshot).
 
 Matching is case-insensitive substring matching on the entity's search fields (never across
-two fields). The index is built on *tokens* (runs of letters/digits): each distinct token has
-the records that hold it, and each distinct token is listed under its trigrams and bigrams.
-A query is cut into tokens the same way; the most selective query token gives the candidates
-(records holding a token that contains it: gram postings intersected, then a substring test on
-the few distinct tokens), and every candidate is verified with a plain substring test of the
-whole query. A query with a gram nobody has (a rare substring that matches nothing: the worst
-case of a linear scan) is answered from one dictionary lookup. Building touches each distinct
-token once, so it stays well under a second for 50,000 customers in pure Python.
+two fields). Sets of records are bitmasks, or sorted lists when few
+(:mod:`services.catalog.bitsets`): the masks of the keys many records hold are kept (made on
+first use, within a budget), so a query matching 10,000 records costs about what one matching
+ten does. The index is built on *tokens* (runs of letters/digits): each distinct token has the
+records that hold it and is listed under its bigrams and trigrams; a token with a character
+after it (neither a letter/digit nor the end of its field) is also held as that pair.
 
-Prefix matches (a field starting with the query, found by bisecting the sorted distinct field
-values) rank before other matches; within each group records keep the index order (sort field,
-then id). Ranked results are kept in a small LRU per index, so paging does not search again.
+A query is cut into tokens the same way. A query token inside the query gives the records
+holding a token that contains it (from the grams); one with punctuation or a space on its left
+the records holding a token starting with it (the sorted tokens, bisected); on its right, a
+token ending with it and followed by that character (the sorted reversed pairs); the sets are
+intersected. A query of one token, or one token and the character after it, is answered exactly
+so; any other is verified with a plain substring test of the whole query on the candidates
+left. A query with a gram nobody has (a rare substring that matches nothing: the worst case of
+a linear scan) is answered from one dictionary lookup.
+
+Prefix matches (a field starting with the query) rank before other matches; within each group
+records keep the index order (sort field, then id). Each field's first token (with the
+character after it, if any) is its *lead*: a field starts with a one-token query when its lead
+does (the sorted leads, bisected). Ranked results are kept in a small LRU per index; a page is
+read off them.
 """
 
 from __future__ import annotations
@@ -20,21 +29,32 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gc
+import operator
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
+from services.catalog.bitsets import Members, both, count, listed, mask_of, members, without
 from services.catalog.records import EntitySpec, Record
 
 __all__ = ["SearchIndex", "SearchResult", "build_index", "collector_paused"]
 
 _SEPARATOR = "\x00"  # between fields in a haystack: a query never contains it
+_LAST = "\U0010ffff"  # sorts after every character: the end of a prefix range
 _RESULT_CACHE_SIZE = 512
-_DIRECT_PREFIX_LIMIT = 4096  # fewer matches: test each; more: bisect the sorted field values
+_FEW = 64  # candidates left: stop narrowing, the final test checks the whole query
+# Masks are kept for keys at least this many records hold, within a budget per kind of key.
+_MASKED_MIN = 32
+_MASK_BUDGET_BYTES = 16 << 20
 _TOKEN = re.compile(r"[^\W_]+")
+# A token and the character after it (neither a letter/digit nor the field separator).
+_FOLLOWED = re.compile(r"(?<![^\W_])[^\W_]+(?:[^\w\x00]|_)")
+# The first token of a field, and the character after it if any.
+_LEAD = re.compile(r"(?:^|\x00)([^\W_]+(?:[^\w\x00]|_)?)")
 
 
 @contextlib.contextmanager
@@ -52,11 +72,98 @@ def collector_paused() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SearchResult:
-    positions: list[int]  # ranked: prefix matches first
+    """Ranked matches: ``first`` (a field starts with the query) before ``rest``, each in index
+    order."""
+
+    first: Members
+    rest: Members
+    first_count: int
+    total: int
+
+    def page(self, offset: int, size: int) -> list[int]:
+        if offset >= self.first_count:
+            return _slice(self.rest, offset - self.first_count, size)
+        found = _slice(self.first, offset, size)
+        return found + _slice(self.rest, 0, size - len(found)) if len(found) < size else found
 
     @property
-    def total(self) -> int:
-        return len(self.positions)
+    def positions(self) -> list[int]:
+        """Every match, ranked."""
+        return listed(self.first) + listed(self.rest)
+
+
+def _slice(found: Members, skip: int, size: int) -> list[int]:
+    return found[skip:skip + size] if isinstance(found, list) else members(found, skip, size)
+
+
+class _Postings:
+    """Key → positions of the records holding it, ascending; the keys sorted (or sorted
+    reversed) for prefix (suffix) ranges, if asked; the masks of keys many records hold, made
+    on first use and kept (within a budget)."""
+
+    def __init__(self, positions: dict[str, list[int]], size: int, *, ranges: str = "") -> None:
+        self.positions = positions
+        self.size = size
+        self.keys = sorted(positions) if ranges == "prefix" else []
+        self.reversed_keys = sorted(key[::-1] for key in positions) if ranges == "suffix" else []
+        self._masks: dict[str, int] = {}
+        self._room = _MASK_BUDGET_BYTES // max(1, (size + 7) >> 3)
+
+    def starting_with(self, prefix: str) -> list[str]:
+        keys = self.keys
+        low = bisect.bisect_left(keys, prefix)
+        return keys[low:bisect.bisect_left(keys, prefix + _LAST, low)]
+
+    def ending_with(self, suffix: str) -> list[str]:
+        keys, prefix = self.reversed_keys, suffix[::-1]
+        low = bisect.bisect_left(keys, prefix)
+        return [key[::-1] for key in keys[low:bisect.bisect_left(keys, prefix + _LAST, low)]]
+
+    def union(self, keys: Iterable[str]) -> Members:
+        """The records holding any of ``keys`` (absent keys hold nothing)."""
+        mask = 0
+        few: list[list[int]] = []
+        for key in keys:
+            found = self.positions.get(key)
+            if found is None:
+                continue
+            if len(found) < _MASKED_MIN:
+                few.append(found)
+            else:
+                mask |= self._mask(key, found)
+        if not few:
+            return mask
+        if not mask and sum(map(len, few)) <= _FEW:
+            return few[0] if len(few) == 1 else sorted(set(chain.from_iterable(few)))
+        return mask | mask_of(chain.from_iterable(few), self.size)
+
+    def _mask(self, key: str, positions: list[int]) -> int:
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = mask_of(positions, self.size)
+            if len(self._masks) < self._room:
+                self._masks[key] = mask
+        return mask
+
+
+def _haystacks(records: list[Record], fields: tuple[str, ...]) -> list[str]:
+    """Each record's search fields, casefolded, joined by the separator."""
+    values = operator.itemgetter(*fields) if len(fields) > 1 else (
+        lambda record: (record[fields[0]],))
+    try:  # every field there and text: the fast way
+        return [_SEPARATOR.join(values(record)).casefold() for record in records]
+    except (KeyError, TypeError):
+        return [_SEPARATOR.join(str(record.get(name, "")) for name in fields).casefold()
+                for record in records]
+
+
+def _add(table: dict[str, list[int]], keys: set[str], position: int) -> None:
+    for key in keys:
+        found = table.get(key)
+        if found is None:
+            table[key] = [position]
+        else:
+            found.append(position)
 
 
 class SearchIndex:
@@ -79,56 +186,53 @@ class SearchIndex:
 
         self.records: list[Record] = sorted(records, key=sort_key)
         self.by_id: dict[int, int] = {r["netsuite_id"]: i for i, r in enumerate(self.records)}
-        fields = spec.search_fields
-        self.haystacks: list[str] = [
-            _SEPARATOR.join(str(record.get(name, "")) for name in fields).casefold()
-            for record in self.records
-        ]
-        self._token_positions, self._tokens, self._grams = self._build_tokens(self.haystacks)
-        value_positions: dict[str, list[int]] = {}
-        for position, haystack in enumerate(self.haystacks):
-            for value in set(haystack.split(_SEPARATOR)):
-                if value:
-                    value_positions.setdefault(value, []).append(position)
-        self._prefix_values = sorted(value_positions)
-        self._value_positions = value_positions
-        self._filters: dict[str, dict[str, list[int]]] = {}
+        self.haystacks = _haystacks(self.records, spec.search_fields)
+        self._size = size = len(self.records)
+        self._all = (1 << size) - 1
+        tokens, followed, leads = self._collect(self.haystacks)
+        self._grams = self._build_grams(tokens)
+        self._tokens = _Postings(tokens, size, ranges="prefix")
+        self._followed = _Postings(followed, size, ranges="suffix")
+        self._leads = _Postings(leads, size, ranges="prefix")
+        self._filters: dict[str, dict[str, int]] = {}
         for name in filters:
             groups: dict[str, list[int]] = {}
             for position, record in enumerate(self.records):
                 groups.setdefault(str(record.get(name, "")).casefold(), []).append(position)
-            self._filters[name] = groups
+            self._filters[name] = {value: mask_of(found, size) for value, found in groups.items()}
+        self._short_parts: dict[str, Members] = {}  # one or two letters/digits → holders
         self._results: OrderedDict[tuple[Any, ...], SearchResult] = OrderedDict()
         self.messages: dict[int, Any] = {}  # position → built protobuf message (see server)
 
     @staticmethod
-    def _build_tokens(
-        haystacks: list[str],
-    ) -> tuple[dict[str, list[int]], list[str], dict[str, list[int]]]:
-        """token → positions holding it; the distinct tokens; gram → ids of tokens holding it
-        (trigrams and bigrams of each distinct token)."""
-        token_positions: dict[str, list[int]] = {}
-        get = token_positions.get
-        findall = _TOKEN.findall
+    def _collect(haystacks: list[str]) -> tuple[dict[str, list[int]], ...]:
+        """Positions holding each token; each token-and-character pair (the character after
+        the token); each lead (a field's first token, and the character after it if any)."""
+        tokens: dict[str, list[int]] = {}
+        followed: dict[str, list[int]] = {}
+        leads: dict[str, list[int]] = {}
+        tokens_in, followed_in, leads_in = (
+            _TOKEN.findall, _FOLLOWED.findall, _LEAD.findall)
         for position, haystack in enumerate(haystacks):
-            for token in set(findall(haystack)):
-                found = get(token)
-                if found is None:
-                    token_positions[token] = [position]
-                else:
-                    found.append(position)
-        tokens = list(token_positions)
-        grams: dict[str, list[int]] = {}
+            _add(tokens, set(tokens_in(haystack)), position)
+            _add(followed, set(followed_in(haystack)), position)
+            _add(leads, set(leads_in(haystack)), position)
+        return tokens, followed, leads
+
+    @staticmethod
+    def _build_grams(tokens: Iterable[str]) -> dict[str, list[str]]:
+        """gram → the distinct tokens holding it (bigrams and trigrams of each)."""
+        grams: dict[str, list[str]] = {}
         gram_get = grams.get
-        for token_id, token in enumerate(tokens):
+        for token in tokens:
             size = len(token)
             for gram in {token[i:i + n] for n in (2, 3) for i in range(size - n + 1)}:
-                ids = gram_get(gram)
-                if ids is None:
-                    grams[gram] = [token_id]
+                holders = gram_get(gram)
+                if holders is None:
+                    grams[gram] = [token]
                 else:
-                    ids.append(token_id)
-        return token_positions, tokens, grams
+                    holders.append(token)
+        return grams
 
     def __len__(self) -> int:
         return len(self.records)
@@ -147,53 +251,65 @@ class SearchIndex:
         if cached is not None:
             self._results.move_to_end(key)
             return cached
-        result = SearchResult(self._rank(needle, self._matches(needle), wanted))
+        size = self._size
+        matches = self._matches(needle) if needle else self._all
+        for name, value in wanted.items():
+            matches = both(matches, self._filters.get(name, {}).get(value, 0), size)
+        first = self._prefixed(needle, matches) if needle and matches else []
+        result = SearchResult(first, without(matches, first, size), count(first), count(matches))
         self._results[key] = result
         if len(self._results) > _RESULT_CACHE_SIZE:
             self._results.popitem(last=False)
         return result
 
-    def _matches(self, needle: str) -> list[int] | None:
-        """Positions containing ``needle`` (ascending); None means every record."""
-        if not needle:
-            return None
+    def _matches(self, needle: str) -> Members:
+        """The records with a field containing ``needle`` (not empty)."""
         haystacks = self.haystacks
         parts = []
         for found in _TOKEN.finditer(needle):
-            # a part next to punctuation in the query must start/end a token there
-            parts.append((found.group(), found.start() > 0, found.end() < len(needle)))
+            # a part next to punctuation in the query must start/end a token there (and be
+            # followed by that character)
+            start, end = found.span()
+            parts.append((found.group(), needle[start - 1:start], needle[end:end + 1]))
         if not parts:  # only punctuation or spaces: nothing to look up
             return [p for p, haystack in enumerate(haystacks) if needle in haystack]
-        sized: list[tuple[int, list[list[int]]]] = []
-        for part, must_start, must_end in sorted(set(parts), key=lambda p: -len(p[0])):
-            if sized and ((len(part) < 3 and not (must_start or must_end))
-                          or sized[0][0] <= 64):
+        candidates: Members | None = None
+        for part, before, after in sorted(set(parts), key=lambda p: -len(p[0])):
+            if candidates is not None and ((len(part) < 3 and not (before or after))
+                                           or count(candidates) <= _FEW):
                 break  # candidates are few already; the final test checks the whole needle
-            tokens = self._tokens
-            ids = self._tokens_with(part)
-            if must_start and must_end:
-                ids = [t for t in ids if tokens[t] == part]
-            elif must_start:
-                ids = [t for t in ids if tokens[t].startswith(part)]
-            elif must_end:
-                ids = [t for t in ids if tokens[t].endswith(part)]
-            if not ids:
+            holders = self._holders(part, before, after)
+            candidates = holders if candidates is None else both(candidates, holders,
+                                                                 self._size)
+            if not candidates:
                 return []
-            holders = [self._token_positions[tokens[t]] for t in ids]
-            sized.append((sum(len(positions) for positions in holders), holders))
-            sized.sort(key=lambda entry: entry[0])
-        best = sized[0][1]
-        candidates: Iterable[int] = best[0] if len(best) == 1 else sorted(set().union(*best))
-        if len(sized) > 1 and sized[0][0] > 64:  # narrow by the next most selective part
-            other = set().union(*sized[1][1])
-            candidates = [p for p in candidates if p in other]
-        return [p for p in candidates if needle in haystacks[p]]
+        assert candidates is not None
+        if not parts[0][1] and len(needle) <= len(parts[0][0]) + 1:
+            return candidates  # one token, and the character after it at most: exact
+        return [p for p in listed(candidates) if needle in haystacks[p]]
 
-    def _tokens_with(self, part: str) -> list[int]:
-        """Ids of the distinct tokens containing ``part``."""
+    def _holders(self, part: str, before: str, after: str) -> Members:
+        """The records holding a token with ``part`` in it; with a character ``before``, a
+        token starting with it; with one ``after``, a token ending with it, followed by that
+        character."""
+        if after:
+            followed = self._followed
+            return followed.union([part + after] if before
+                                  else followed.ending_with(part + after))
         tokens = self._tokens
+        if before:
+            return tokens.union(tokens.starting_with(part))
+        if len(part) > 2:
+            return tokens.union(self._tokens_with(part))
+        found = self._short_parts.get(part)  # held by most tokens: worth keeping
+        if found is None:
+            found = self._short_parts[part] = tokens.union(self._tokens_with(part))
+        return found
+
+    def _tokens_with(self, part: str) -> list[str]:
+        """The distinct tokens containing ``part``."""
         if len(part) == 1:
-            return [t for t, token in enumerate(tokens) if part in token]
+            return [token for token in self._tokens.positions if part in token]
         size = 3 if len(part) >= 3 else 2
         lists = []
         for gram in {part[i:i + size] for i in range(len(part) - size + 1)}:
@@ -201,58 +317,33 @@ class SearchIndex:
             if found is None:
                 return []
             lists.append(found)
+        if size == len(part):  # the part is the gram
+            return lists[0]
         lists.sort(key=len)
-        candidates: Iterable[int] = lists[0]
+        candidates: Iterable[str] = lists[0]
         if len(lists) > 1 and len(lists[0]) > 32:
             narrowed = set(lists[0])
             for other in lists[1:4]:
                 narrowed.intersection_update(other)
             candidates = narrowed
-        return [t for t in candidates if part in tokens[t]]
+        return [token for token in candidates if part in token]
 
-    def _prefix_set(self, needle: str) -> set[int]:
-        values = self._prefix_values
-        low = bisect.bisect_left(values, needle)
-        high = bisect.bisect_left(values, needle + "\U0010ffff", low)
-        if high - low == 1:
-            return set(self._value_positions[values[low]])
-        return set().union(*(self._value_positions[value] for value in values[low:high]))
-
-    def _rank(self, needle: str, matches: list[int] | None, filters: dict[str, str]) -> list[int]:
-        allowed: set[int] | None = None
-        ordered_filter: list[int] | None = None
-        for name, value in filters.items():
-            group = self._filters.get(name, {}).get(value, [])
-            if allowed is None:
-                allowed, ordered_filter = set(group), group
-            else:
-                allowed &= set(group)
-        if matches is None:  # no query: the filter's records, in index order
-            if ordered_filter is None or allowed is None:
-                return list(range(len(self.records)))
-            return [p for p in ordered_filter if p in allowed]
-        if allowed is not None:
-            matches = [p for p in matches if p in allowed]
-        if not matches:
-            return []
-        if len(matches) <= _DIRECT_PREFIX_LIMIT:  # a field starts with the needle: C-speed test
-            haystacks, marked = self.haystacks, _SEPARATOR + needle
-            first = [p for p in matches
-                     if haystacks[p].startswith(needle) or marked in haystacks[p]]
-            if len(first) == len(matches) or not first:
-                return matches
-            chosen = set(first)
-            return first + [p for p in matches if p not in chosen]
-        prefix = self._prefix_set(needle)
-        if not prefix:
-            return matches
-        first = [p for p in matches if p in prefix]
-        if len(first) == len(matches):
-            return matches
-        return first + [p for p in matches if p not in prefix]
+    def _prefixed(self, needle: str, matches: Members) -> Members:
+        """The part of ``matches`` (records containing ``needle``) with a field starting with
+        ``needle``."""
+        lead = _LEAD.match(needle)
+        leads = self._leads
+        candidates = matches
+        if lead is not None and isinstance(matches, int):
+            if lead.end() == len(needle):  # one token (and a character): a lead starting so
+                return both(matches, leads.union(leads.starting_with(needle)), self._size)
+            candidates = both(matches, leads.union([lead.group(1)]), self._size)
+        haystacks, marked = self.haystacks, _SEPARATOR + needle
+        return [p for p in listed(candidates)
+                if haystacks[p].startswith(needle) or marked in haystacks[p]]
 
     def page(self, result: SearchResult, offset: int, size: int) -> list[int]:
-        return result.positions[offset:offset + size]
+        return result.page(offset, size)
 
     def message(self, position: int, build: Callable[[Record], Any]) -> Any:
         """The protobuf message of a record, built once per index."""
