@@ -31,14 +31,14 @@ import contextlib
 import gc
 import operator
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from typing import Any
 
 from services.catalog.bitsets import Members, both, count, listed, mask_of, members, without
+from services.catalog.lru import LRU
 from services.catalog.records import EntitySpec, Record
 
 __all__ = ["SearchIndex", "SearchResult", "build_index", "collector_paused"]
@@ -46,6 +46,7 @@ __all__ = ["SearchIndex", "SearchResult", "build_index", "collector_paused"]
 _SEPARATOR = "\x00"  # between fields in a haystack: a query never contains it
 _LAST = "\U0010ffff"  # sorts after every character: the end of a prefix range
 _RESULT_CACHE_SIZE = 512
+_ANSWER_CACHE_SIZE = 512
 _FEW = 64  # candidates left: stop narrowing, the final test checks the whole query
 # Masks are kept for keys at least this many records hold, within a budget per kind of key.
 _MASKED_MIN = 32
@@ -201,8 +202,12 @@ class SearchIndex:
                 groups.setdefault(str(record.get(name, "")).casefold(), []).append(position)
             self._filters[name] = {value: mask_of(found, size) for value, found in groups.items()}
         self._short_parts: dict[str, Members] = {}  # one or two letters/digits → holders
-        self._results: OrderedDict[tuple[Any, ...], SearchResult] = OrderedDict()
-        self.messages: dict[int, Any] = {}  # position → built protobuf message (see server)
+        self._results: LRU[tuple[Any, ...], SearchResult] = LRU(_RESULT_CACHE_SIZE)
+        # What the server makes of this index's data, kept as long as the index: built
+        # protobuf messages and serialized records by position, serialized answers by request.
+        self.messages: dict[int, Any] = {}
+        self.encoded: dict[int, bytes] = {}
+        self.answers: LRU[Hashable, bytes] = LRU(_ANSWER_CACHE_SIZE)
 
     @staticmethod
     def _collect(haystacks: list[str]) -> tuple[dict[str, list[int]], ...]:
@@ -249,7 +254,6 @@ class SearchIndex:
         key = (needle, tuple(sorted(wanted.items())))
         cached = self._results.get(key)
         if cached is not None:
-            self._results.move_to_end(key)
             return cached
         size = self._size
         matches = self._matches(needle) if needle else self._all
@@ -257,9 +261,7 @@ class SearchIndex:
             matches = both(matches, self._filters.get(name, {}).get(value, 0), size)
         first = self._prefixed(needle, matches) if needle and matches else []
         result = SearchResult(first, without(matches, first, size), count(first), count(matches))
-        self._results[key] = result
-        if len(self._results) > _RESULT_CACHE_SIZE:
-            self._results.popitem(last=False)
+        self._results.put(key, result)
         return result
 
     def _matches(self, needle: str) -> Members:
@@ -351,6 +353,13 @@ class SearchIndex:
         if message is None:
             message = self.messages[position] = build(self.records[position])
         return message
+
+    def encoding(self, position: int, encode: Callable[[Record], bytes]) -> bytes:
+        """The serialized form of a record (what ``encode`` makes of it), made once per index."""
+        found = self.encoded.get(position)
+        if found is None:
+            found = self.encoded[position] = encode(self.records[position])
+        return found
 
 
 def build_index(

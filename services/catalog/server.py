@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 from syncsuite.catalog.v1 import catalog_service_pb2 as pb
 from syncsuite.catalog.v1 import catalog_service_pb2_grpc
 
+from services.catalog.answers import record_bytes, sending_bytes
 from services.catalog.kpis import KpiService
 from services.catalog.netsuite import NetSuiteClient
 from services.catalog.records import ENTITIES, EntitySpec, Record
@@ -24,6 +29,7 @@ from services.catalog.snapshot import SnapshotStore
 from services.catalog.store import CatalogStore, KpiRow
 from services.catalog.sync import CatalogSync
 from services.catalog.tiers import (
+    FILTERS,
     REDIS_ERRORS,
     SOURCE_NETSUITE,
     SOURCE_POSTGRES,
@@ -49,6 +55,8 @@ DEFAULT_PAGE = 20
 _TIERS = {SOURCE_REDIS: pb.TIER_REDIS, SOURCE_POSTGRES: pb.TIER_POSTGRES,
           SOURCE_NETSUITE: pb.TIER_NETSUITE}
 _ENTITY_NAMES = {pb.ENTITY_CUSTOMERS: "customers", pb.ENTITY_ITEMS: "items"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _stamp(value: str) -> Timestamp | None:
@@ -75,6 +83,41 @@ def item_message(record: Record) -> pb.Item:
         base_price=record["base_price"] or "", is_inactive=record["is_inactive"],
         last_modified_time=_stamp(record["last_modified"]),
     )
+
+
+@dataclass(frozen=True)
+class _SearchKind:
+    """What differs between SearchCustomers and SearchItems."""
+
+    entity: str
+    response: type[Message]
+    filters: tuple[str, ...]
+    encode: Callable[[Record], bytes]  # a record as the response's repeated field, serialized
+
+
+_CUSTOMER_SEARCH = _SearchKind(
+    "customers", pb.SearchCustomersResponse, FILTERS["customers"],
+    partial(record_bytes, pb.SearchCustomersResponse, "customers", customer_message))
+_ITEM_SEARCH = _SearchKind(
+    "items", pb.SearchItemsResponse, FILTERS["items"],
+    partial(record_bytes, pb.SearchItemsResponse, "items", item_message))
+_NANOS = 1_000_000_000
+
+
+def _fill_provenance(provenance: pb.Provenance, tiers: EntityTiers, index: SearchIndex) -> None:
+    """Which tier the index came from, when its data was fetched and how old it is now (set in
+    place: cheaper than building and copying the messages)."""
+    provenance.SetInParent()
+    provenance.source = _TIERS.get(index.source, pb.TIER_UNSPECIFIED)
+    provenance.upstream_unavailable = tiers.upstream_down
+    if index.fetched_at is not None:
+        fetched = index.fetched_at
+        if fetched.tzinfo is None:
+            fetched = fetched.replace(tzinfo=UTC)
+        fetched_ns = (fetched - _EPOCH) // _MICROSECOND * 1000
+        provenance.fetch_time.seconds, provenance.fetch_time.nanos = divmod(fetched_ns, _NANOS)
+        age = max(0, time.time_ns() - fetched_ns)
+        provenance.data_age.seconds, provenance.data_age.nanos = divmod(age, _NANOS)
 
 
 class CatalogState:
@@ -147,73 +190,71 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
         self._state = state
         self._kpis_built: tuple[KpiRow, pb.CustomerKpis] | None = None
 
-    def _provenance(self, tiers: EntityTiers, index: SearchIndex) -> pb.Provenance:
-        provenance = pb.Provenance(source=_TIERS.get(index.source, pb.TIER_UNSPECIFIED),
-                                   upstream_unavailable=tiers.upstream_down)
-        if index.fetched_at is not None:
-            provenance.fetch_time.CopyFrom(timestamp(index.fetched_at))
-            age = max(0.0, (datetime.now(UTC) - index.fetched_at).total_seconds())
-            provenance.data_age.CopyFrom(duration(age))
-        return provenance
+    async def _answer(self, kind: _SearchKind, key: Hashable, request: Any) -> bytes:
+        """The serialized response: a warm index answers a request it answered before from
+        bytes it kept (validation included: the request is the same), then the provenance."""
+        tiers = self._state.tiers[kind.entity]
+        index = tiers.current()
+        body = None if index is None else index.answers.get(key)
+        if body is None:
+            index, body = await self._search(kind, request)
+            index.answers.put(key, body)
+        response = kind.response()
+        _fill_provenance(response.provenance, tiers, index)  # type: ignore[attr-defined]
+        return body + response.SerializeToString()
 
-    async def _search(self, entity: str, query: str, filters: dict[str, str],
-                      page_size: int, page_token: str
-                      ) -> tuple[SearchIndex, list[int], int, str, pb.Provenance]:
-        query = _query(query)
+    async def _search(self, kind: _SearchKind, request: Any) -> tuple[SearchIndex, bytes]:
+        """Validates, searches, and serializes the page of records, the token and the total."""
+        filters = {name: _filter(name, getattr(request, name)) for name in kind.filters}
+        query = _query(request.query)
         if not query and not any(filters.values()):
             names = " or ".join(filters)
             raise InvalidArgument("query", f"is required unless {names} is set")
-        size = _page_size(page_size)
+        size = _page_size(request.page_size)
         key = _search_key(query, filters)
-        offset = _offset(page_token, key)
-        tiers = self._state.tiers[entity]
-        index = await tiers.get_index()
+        offset = _offset(request.page_token, key)
+        index = await self._state.tiers[kind.entity].get_index()
         result = index.search(query, filters)
-        positions = index.page(result, offset, size)
         following = offset + size
         token = encode_page_token({"o": following, "k": key}) if following < result.total else ""
-        return index, positions, result.total, token, self._provenance(tiers, index)
+        records = b"".join([index.encoding(position, kind.encode)
+                            for position in index.page(result, offset, size)])
+        return index, records + kind.response(next_page_token=token,
+                                              total_size=result.total).SerializeToString()
 
     async def SearchCustomers(self, request: pb.SearchCustomersRequest, context: Any
-                              ) -> pb.SearchCustomersResponse:
-        filters = {"country": _filter("country", request.country),
-                   "industry": _filter("industry", request.industry)}
-        index, positions, total, token, provenance = await self._search(
-            "customers", request.query, filters, request.page_size, request.page_token)
-        return pb.SearchCustomersResponse(
-            customers=[index.message(p, customer_message) for p in positions],
-            next_page_token=token, total_size=total, provenance=provenance,
-        )
+                              ) -> bytes:
+        """A serialized pb.SearchCustomersResponse (see answers.py)."""
+        return await self._answer(_CUSTOMER_SEARCH, (
+            request.query, request.country, request.industry, request.page_size,
+            request.page_token), request)
 
-    async def SearchItems(self, request: pb.SearchItemsRequest, context: Any
-                          ) -> pb.SearchItemsResponse:
-        filters = {"item_type": _filter("item_type", request.item_type)}
-        index, positions, total, token, provenance = await self._search(
-            "items", request.query, filters, request.page_size, request.page_token)
-        return pb.SearchItemsResponse(
-            items=[index.message(p, item_message) for p in positions],
-            next_page_token=token, total_size=total, provenance=provenance,
-        )
+    async def SearchItems(self, request: pb.SearchItemsRequest, context: Any) -> bytes:
+        """A serialized pb.SearchItemsResponse (see answers.py)."""
+        return await self._answer(_ITEM_SEARCH, (
+            request.query, request.item_type, request.page_size, request.page_token), request)
 
-    async def _get(self, entity: str, raw_id: str) -> tuple[SearchIndex, int, pb.Provenance]:
+    async def _get(self, entity: str, raw_id: str) -> tuple[EntityTiers, SearchIndex, int]:
         netsuite_id = _netsuite_id(raw_id)
         tiers = self._state.tiers[entity]
         index = await tiers.get_index()
         found = index.get(netsuite_id)
         if found is None:
             raise NotFound(f"no {entity[:-1]} with netsuite_id {netsuite_id}")
-        return index, found[0], self._provenance(tiers, index)
+        return tiers, index, found[0]
 
     async def GetCustomer(self, request: pb.GetCustomerRequest, context: Any
                           ) -> pb.GetCustomerResponse:
-        index, position, provenance = await self._get("customers", request.netsuite_id)
-        return pb.GetCustomerResponse(customer=index.message(position, customer_message),
-                                      provenance=provenance)
+        tiers, index, position = await self._get("customers", request.netsuite_id)
+        response = pb.GetCustomerResponse(customer=index.message(position, customer_message))
+        _fill_provenance(response.provenance, tiers, index)
+        return response
 
     async def GetItem(self, request: pb.GetItemRequest, context: Any) -> pb.GetItemResponse:
-        index, position, provenance = await self._get("items", request.netsuite_id)
-        return pb.GetItemResponse(item=index.message(position, item_message),
-                                  provenance=provenance)
+        tiers, index, position = await self._get("items", request.netsuite_id)
+        response = pb.GetItemResponse(item=index.message(position, item_message))
+        _fill_provenance(response.provenance, tiers, index)
+        return response
 
     async def GetCacheStatus(self, request: pb.GetCacheStatusRequest, context: Any
                              ) -> pb.GetCacheStatusResponse:
@@ -418,7 +459,8 @@ async def setup(runtime: Runtime) -> None:
     state = CatalogState(settings, upstream, client, store, snapshots, tiers, kpis)
     runtime.add_servicer(
         pb.DESCRIPTOR.services_by_name["CatalogService"],
-        catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server,
+        sending_bytes(catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server,
+                      {"SearchCustomers", "SearchItems"}),
         CatalogServicer(state),
     )
     sync = CatalogSync(client=client, store=store, tiers=tiers, kpis=kpis,

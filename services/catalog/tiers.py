@@ -93,11 +93,17 @@ class EntityTiers:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    async def get_index(self) -> SearchIndex:
+    def current(self) -> SearchIndex | None:
+        """The index, if this replica has one (no I/O): an index filled from PostgreSQL starts
+        a background NetSuite fetch (stale-while-revalidate)."""
         index = self.index
+        if index is not None and index.source == SOURCE_POSTGRES:
+            self._revalidate()
+        return index
+
+    async def get_index(self) -> SearchIndex:
+        index = self.current()
         if index is not None:
-            if index.source == SOURCE_POSTGRES:
-                self._revalidate()
             return index
         self.metrics.cache_hit(f"index:{self.spec.name}", "miss")
         if self._loading is None or self._loading.done():

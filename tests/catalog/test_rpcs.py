@@ -148,3 +148,24 @@ async def test_kpi_refresh_runs_concurrently_with_reads(
     finally:
         await connection.close()
     assert logged >= 7  # the syncs' refreshes, five RPCs and the kpis scope
+
+
+async def test_a_repeated_search_is_the_same_answer_with_its_own_provenance(
+    catalog: Catalog,
+) -> None:
+    first = await catalog.search("acme", page_size=7)
+    await asyncio.sleep(0.05)
+    again = await catalog.search("acme", page_size=7)  # kept serialized by the index
+    assert again.customers == first.customers and again.total_size == first.total_size
+    assert again.next_page_token == first.next_page_token
+    assert again.provenance.source == first.provenance.source == pb.TIER_NETSUITE
+    assert again.provenance.fetch_time == first.provenance.fetch_time
+    age = again.provenance.data_age.ToTimedelta() - first.provenance.data_age.ToTimedelta()
+    assert age.total_seconds() >= 0.05  # the data's age is the call's own
+    for customer in first.customers:  # records serialized once per index, as GetCustomer says
+        found = await catalog.stub.GetCustomer(
+            pb.GetCustomerRequest(netsuite_id=customer.netsuite_id), timeout=5)
+        assert found.customer == customer
+    second = await catalog.search("acme", page_size=7, page_token=first.next_page_token)
+    assert not {c.netsuite_id for c in second.customers} & {c.netsuite_id
+                                                          for c in first.customers}

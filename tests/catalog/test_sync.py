@@ -54,6 +54,12 @@ async def test_delta_counts_are_exact_on_a_changed_data_set(
         # incremental: only what changed since the cursor (minus the look-back), and an
         # id-only sweep for deletions
         change = sandbox.mutate(entity="customers", share=0.05, delete_share=0.01, add=2)
+        # answered (and kept) by the index of before: the new index must not answer so
+        added_id, deleted_id = change["added"][0], change["deleted"][0]
+        changed_id = change["changed"][0]
+        assert (await catalog.search(f"CUST-{deleted_id:06d}")).total_size == 1
+        assert (await catalog.search(f"CUST-{added_id:06d}")).total_size == 0
+        before = await catalog.search(f"CUST-{changed_id:06d}")
         incremental = await catalog.sync("customers")
         op = next(o for o in incremental.operations if o.name == "customers")
         assert op.details["mode"] == "incremental"
@@ -64,10 +70,11 @@ async def test_delta_counts_are_exact_on_a_changed_data_set(
         assert sandbox.sandbox.id_sweeps["customer"] == 1
         # the index follows in memory: added records found, deleted ones gone
         assert op.details["publish_from"] == "memory"
-        added_id, deleted_id = change["added"][0], change["deleted"][0]
         assert (await catalog.search(f"CUST-{added_id:06d}")).total_size == 1
         assert (await catalog.search(f"CUST-{deleted_id:06d}")).total_size == 0
-        changed_id = change["changed"][0]
+        after = await catalog.search(f"CUST-{changed_id:06d}")
+        assert after.customers != before.customers
+        assert after.customers[0].last_modified_time != before.customers[0].last_modified_time
         reply = await catalog.stub.GetCustomer(
             pb.GetCustomerRequest(netsuite_id=str(changed_id)), timeout=5)
         upstream_phone = sandbox.sandbox.tables["customer"][changed_id]["phone"]
