@@ -41,6 +41,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from services.timeentries.lua import LuaScript, RedisPyScripts, ScriptRunner
 from services.timeentries.model import Entry
 
 __all__ = [
@@ -326,6 +327,14 @@ return cjson.encode(rows)
 """
 
 
+CREATE = LuaScript(_CREATE)
+CHANGE = LuaScript(_CHANGE)
+LIST = LuaScript(_LIST)
+PROVE = LuaScript(_PROVE)
+BEGIN_PROOFS = LuaScript(_BEGIN_PROOFS)
+NEWER = LuaScript(_NEWER)
+
+
 @dataclass(frozen=True)
 class HotEntry:
     entry: Entry
@@ -384,24 +393,27 @@ def _pairs(flat: list[Any]) -> dict[str, Any]:
 
 
 class HotStore:
-    def __init__(self, redis: aioredis.Redis, ttl_seconds: int, max_future_days: int = 1) -> None:
+    """The hot copy. Its scripts run on ``scripts`` (the service gives its
+    :class:`~services.timeentries.pipelined_redis.PipelinedRedis`; by default, ``redis``);
+    the sinks' marks go through ``redis`` as one pipeline."""
+
+    def __init__(
+        self, redis: aioredis.Redis, ttl_seconds: int, max_future_days: int = 1,
+        scripts: ScriptRunner | None = None,
+    ) -> None:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self.max_future_days = max_future_days
-        self._create = redis.register_script(_CREATE)
-        self._change = redis.register_script(_CHANGE)
+        self.scripts = scripts or RedisPyScripts(redis)
         self._mark = redis.register_script(_MARK)
-        self._list = redis.register_script(_LIST)
-        self._prove = redis.register_script(_PROVE)
-        self._newer = redis.register_script(_NEWER)
-        self._begin_proofs = redis.register_script(_BEGIN_PROOFS)
 
     def hot_window_start(self, today: date) -> date:
         return hot_window_start(today, self.ttl_seconds, self.max_future_days)
 
     async def create(self, entry: Entry, request_id: str = "") -> WriteResult:
         email = entry.email
-        result = await self._create(
+        result = await self.scripts.run(
+            CREATE,
             keys=[entry_key(entry.id), by_date_key(email), OUTBOX,
                   idempotency_key(email, request_id), projects_key(email), unsynced_key(email),
                   NUDGES, version_key(email)],
@@ -423,7 +435,8 @@ class HotStore:
         changes = changes or {}
         score = str(date.fromisoformat(changes["date"]).toordinal()) if "date" in changes else ""
         flat = [item for pair in changes.items() for item in pair]
-        result = await self._change(
+        result = await self.scripts.run(
+            CHANGE,
             keys=[entry_key(entry_id), by_date_key(email), OUTBOX, projects_key(email),
                   unsynced_key(email), NUDGES, version_key(email)],
             args=[email, str(expected_version), now, self.ttl_seconds, "1" if delete else "0",
@@ -458,7 +471,8 @@ class HotStore:
         """Like :meth:`list_range`, as the raw hash rows with the data token they show; None
         when the index is complete and its data token is still ``held_token`` (nothing a list
         can show has changed since the caller read at that token)."""
-        reply = await self._list(
+        reply = await self.scripts.run(
+            LIST,
             keys=[by_date_key(email), version_key(email)],
             args=[first.toordinal(), last.toordinal(), cap, hot_start.toordinal(), proof_nonce,
                   self.ttl_seconds, held_token, data_token()],
@@ -472,23 +486,26 @@ class HotStore:
         each of them, to be passed to :meth:`prove`."""
         if not emails:
             return []
-        started = await self._begin_proofs(keys=[by_date_key(email) for email in emails],
-                                           args=[nonce, self.ttl_seconds])
+        started = await self.scripts.run(
+            BEGIN_PROOFS, keys=[by_date_key(email) for email in emails],
+            args=[nonce, self.ttl_seconds])
         return [email for email, flag in zip(emails, started, strict=True) if flag]
 
     async def prove(self, email: str, nonce: str, live_ids: list[str]) -> bool:
         """Marks the user's index complete for the hot window, given ``live_ids``: the ids
         PostgreSQL holds live in that window, read after :meth:`list_range` or
         :meth:`begin_proofs` placed ``nonce``."""
-        return bool(await self._prove(keys=[by_date_key(email), version_key(email)],
-                                      args=[nonce, data_token(), self.ttl_seconds, *live_ids]))
+        return bool(await self.scripts.run(
+            PROVE, keys=[by_date_key(email), version_key(email)],
+            args=[nonce, data_token(), self.ttl_seconds, *live_ids]))
 
     async def newer_than(self, stored: list[Entry]) -> dict[str, HotEntry]:
         """The entries of ``stored`` that Redis holds in a newer version (not drained yet)."""
         if not stored:
             return {}
-        payload = await self._newer(keys=[entry_key(entry.id) for entry in stored],
-                                    args=[entry.version for entry in stored])
+        payload = await self.scripts.run(
+            NEWER, keys=[entry_key(entry.id) for entry in stored],
+            args=[entry.version for entry in stored])
         return {row["id"]: HotEntry(Entry.from_mapping(row), row.get("synced") == "1")
                 for row in json.loads(payload)}
 

@@ -10,6 +10,7 @@ from services.timeentries.handlers import TimeEntriesServicer
 from services.timeentries.hot_store import HotStore
 from services.timeentries.model import Limits
 from services.timeentries.outbox import Outbox
+from services.timeentries.pipelined_redis import PipelinedRedis
 from services.timeentries.projects import Projects
 from services.timeentries.settings import TimeEntriesSettings
 from services.timeentries.store import EntryStore, ProjectStore
@@ -27,7 +28,10 @@ async def setup(runtime: Runtime) -> None:
     zoho = ZohoClient.from_settings(settings)
     limits = Limits(max_past_days=settings.max_past_days,
                     max_description=settings.max_description)
-    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400, limits.max_future_days)
+    scripts = PipelinedRedis(runtime.settings.redis_url.reveal())  # the RPCs' scripts
+    runtime.on_stop(scripts.aclose)
+    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400, limits.max_future_days,
+                   scripts)
     entries = EntryStore(runtime.db)
     project_store = ProjectStore(runtime.db)
     projects = Projects(runtime.redis, project_store, runtime.metrics)

@@ -20,7 +20,9 @@ from services.timeentries.hot_store import (
     projects_key,
     version_key,
 )
+from services.timeentries.lua import RedisPyScripts, ScriptRunner
 from services.timeentries.model import Entry
+from services.timeentries.pipelined_redis import PipelinedRedis
 from services.timeentries.sandbox import sandbox_email
 from services.timeentries.server import SERVICE
 from shared.server import RunningService, running_service
@@ -60,8 +62,23 @@ async def redis(redis_url: str, clean_state: None) -> AsyncIterator[aioredis.Red
     await client.aclose()
 
 
-async def test_every_change_a_list_can_show_sets_a_new_data_token(redis: aioredis.Redis) -> None:
-    hot = HotStore(redis, TTL)
+@pytest.fixture(params=["pipelined", "redis-py"])
+async def scripts(
+    request: pytest.FixtureRequest, redis: aioredis.Redis, redis_url: str
+) -> AsyncIterator[ScriptRunner]:
+    """What runs the store's scripts: the service's pipelined connection, or redis-py."""
+    if request.param == "redis-py":
+        yield RedisPyScripts(redis)
+        return
+    pipelined = PipelinedRedis(redis_url)
+    yield pipelined
+    await pipelined.aclose()
+
+
+async def test_every_change_a_list_can_show_sets_a_new_data_token(
+    redis: aioredis.Redis, scripts: ScriptRunner
+) -> None:
+    hot = HotStore(redis, TTL, scripts=scripts)
     email = "tokens@example.com"
     await redis.sadd(projects_key(email), "-", "p1", "p2")
     hot_start = hot.hot_window_start(today())

@@ -1,0 +1,118 @@
+"""The pipelined Redis connection the RPCs run their scripts on: replies in order whatever the
+callers do, scripts found or sent, and failures that drop the connection (the next command
+connects again) instead of leaving it hanging or answering the wrong caller."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from services.timeentries.lua import LuaScript
+from services.timeentries.pipelined_redis import PipelinedRedis
+from shared.backends import free_port
+from shared.scratch import with_path
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pipe(redis_url: str) -> AsyncIterator[PipelinedRedis]:
+    client = PipelinedRedis(redis_url, timeout=1.0)
+    yield client
+    await client.aclose()
+
+
+def key(name: str) -> str:
+    return f"timeentries:test:{name}:{secrets.token_hex(4)}"
+
+
+async def test_concurrent_commands_each_get_their_own_reply_in_the_urls_database(
+    pipe: PipelinedRedis, redis: aioredis.Redis
+) -> None:
+    keys = [key(f"k{i}") for i in range(200)]
+    await redis.mset({name: f"value {i}" for i, name in enumerate(keys)})
+    replies = await asyncio.gather(*(pipe.execute("GET", name) for name in keys))
+    assert replies == [f"value {i}" for i in range(len(keys))]
+    assert await pipe.execute("HSET", keys[0] + ":h", "a", "1", "b", "é") == 2
+    assert await redis.hgetall(keys[0] + ":h") == {"a": "1", "b": "é"}
+
+
+async def test_scripts_run_whether_or_not_redis_has_them_cached(
+    pipe: PipelinedRedis, redis: aioredis.Redis
+) -> None:
+    # a body never loaded before: EVALSHA says NOSCRIPT, EVAL runs (and caches) it
+    script = LuaScript(f"-- {secrets.token_hex(8)}\nreturn {{KEYS[1], ARGV[1], tonumber(ARGV[2])}}")
+    assert await redis.script_exists(script.sha) == [False]
+    assert await pipe.run(script, ["k"], ["v", 7]) == ["k", "v", 7]
+    assert await redis.script_exists(script.sha) == [True]
+    assert await pipe.run(script, ["k2"], ["w", 8]) == ["k2", "w", 8]
+
+
+async def test_an_error_reply_raises_and_the_connection_stays_usable(
+    pipe: PipelinedRedis,
+) -> None:
+    failing = LuaScript("return redis.error_reply('BROKEN on purpose')")
+    results = await asyncio.gather(pipe.execute("PING"), pipe.run(failing, [], []),
+                                   pipe.execute("ECHO", "after"), return_exceptions=True)
+    assert results[0] == "PONG"
+    assert isinstance(results[1], ResponseError) and "BROKEN on purpose" in str(results[1])
+    assert results[2] == "after"
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies(
+    pipe: PipelinedRedis, redis: aioredis.Redis
+) -> None:
+    name = key("after-cancel")
+    await redis.set(name, "mine")
+    blocked = asyncio.create_task(pipe.execute("BLPOP", key("empty"), 0.2))
+    await asyncio.sleep(0.05)
+    blocked.cancel()
+    assert await pipe.execute("GET", name) == "mine"  # answered after BLPOP's skipped reply
+    assert blocked.cancelled()
+
+
+async def test_a_stalled_connection_fails_what_is_in_flight_and_the_next_command_reconnects(
+    pipe: PipelinedRedis,
+) -> None:
+    began = time.monotonic()
+    results = await asyncio.gather(pipe.execute("BLPOP", key("empty"), 5),
+                                   pipe.execute("PING"), return_exceptions=True)
+    assert 0.9 <= time.monotonic() - began < 3
+    assert all(isinstance(result, TimeoutError) for result in results), results
+    assert await pipe.execute("PING") == "PONG"
+
+
+async def test_a_lost_connection_fails_what_is_in_flight_and_the_next_command_reconnects(
+    pipe: PipelinedRedis, redis: aioredis.Redis
+) -> None:
+    client_id = await pipe.execute("CLIENT", "ID")
+    in_flight = asyncio.create_task(pipe.execute("BLPOP", key("empty"), 5))
+    await asyncio.sleep(0.1)
+    assert await redis.client_kill_filter(_id=client_id) == 1
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(in_flight, 2)
+    assert await pipe.execute("CLIENT", "ID") != client_id
+
+
+async def test_unreachable_or_refusing_redis_raises_connection_error(redis_url: str) -> None:
+    nobody = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(ConnectionError):
+        await nobody.execute("PING")
+    refused = PipelinedRedis(with_path(redis_url, "/0").replace("redis://", "redis://:wrong@"))
+    with pytest.raises(ConnectionError, match="set-up"):
+        await refused.execute("PING")
+    with pytest.raises(ConnectionError, match="set-up"):  # not left half set up
+        await refused.execute("PING")
