@@ -102,8 +102,8 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
     def __post_init__(self) -> None:
         # ListTimeEntries answers of hot ranges by (email, first, last, cursor, page size), each
         # stamped with the user's data token (hot_store.py): reused while Redis says the token
-        # is unchanged. The cached messages are shared: never mutated after being built.
-        self.list_cache: VersionedReadCache[ListKey, pb.ListTimeEntriesResponse] = (
+        # is unchanged. Held serialized, so a reused answer costs no protobuf encoding.
+        self.list_cache: VersionedReadCache[ListKey, bytes] = (
             VersionedReadCache(max_entries=self.list_cache_entries,
                                on_event=partial(self.metrics.cache_hit, "timeentries_list")))
 
@@ -224,7 +224,8 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def ListTimeEntries(self, request: pb.ListTimeEntriesRequest, context: Any) -> Any:
+    async def ListTimeEntries(self, request: pb.ListTimeEntriesRequest, context: Any) -> bytes:
+        """The serialized ListTimeEntriesResponse (see server.py: handlers may answer bytes)."""
         email = current_user_email()
         today = datetime.now(UTC).date()
         last = parse_date("to_date", request.to_date) if request.to_date else today
@@ -243,10 +244,10 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         cursor = (after[0].isoformat(), after[1]) if after is not None else None
         try:
             if first < hot_start:  # PostgreSQL has a part: never cached
-                return await self._list_merged(email, first, last, cursor, size, hot_start, None)
+                return (await self._list_merged(email, first, last, cursor, size, hot_start,
+                                                None)).SerializeToString()
 
-            async def load(held: Versioned[pb.ListTimeEntriesResponse] | None
-                           ) -> Versioned[pb.ListTimeEntriesResponse] | Unchanged:
+            async def load(held: Versioned[bytes] | None) -> Versioned[bytes] | Unchanged:
                 nonce = new_nonce()
                 hot = await self.hot.list_rows(email, first, last, hot_start,
                                                held_token=held.version if held else "",
@@ -254,9 +255,11 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                 if hot is None:
                     return UNCHANGED
                 if not hot.complete:  # answered with PostgreSQL: held, but never reused
-                    return Versioned("", await self._list_merged(
-                        email, first, last, cursor, size, hot_start, (hot, nonce)))
-                return Versioned(hot.token, _hot_page(hot.rows, email, cursor, size))
+                    return Versioned("", (await self._list_merged(
+                        email, first, last, cursor, size, hot_start, (hot, nonce)
+                    )).SerializeToString())
+                return Versioned(hot.token,
+                                 _hot_page(hot.rows, email, cursor, size).SerializeToString())
 
             return await self.list_cache.get((email, first, last, cursor, size), load)
         except RedisError:
