@@ -52,8 +52,8 @@ _FEW = 64  # candidates left: stop narrowing, the final test checks the whole qu
 _MASKED_MIN = 32
 _MASK_BUDGET_BYTES = 16 << 20
 _TOKEN = re.compile(r"[^\W_]+")
-# A token and the character after it (neither a letter/digit nor the field separator).
-_FOLLOWED = re.compile(r"(?<![^\W_])[^\W_]+(?:[^\w\x00]|_)")
+# A token and the character after it, if any (neither a letter/digit nor the field separator).
+_FOLLOWED = re.compile(r"([^\W_]+)((?:[^\w\x00]|_)?)")
 # The first token of a field, and the character after it if any.
 _LEAD = re.compile(r"(?:^|\x00)([^\W_]+(?:[^\w\x00]|_)?)")
 
@@ -216,11 +216,11 @@ class SearchIndex:
         tokens: dict[str, list[int]] = {}
         followed: dict[str, list[int]] = {}
         leads: dict[str, list[int]] = {}
-        tokens_in, followed_in, leads_in = (
-            _TOKEN.findall, _FOLLOWED.findall, _LEAD.findall)
+        pairs_in, leads_in = _FOLLOWED.findall, _LEAD.findall
         for position, haystack in enumerate(haystacks):
-            _add(tokens, set(tokens_in(haystack)), position)
-            _add(followed, set(followed_in(haystack)), position)
+            pairs = pairs_in(haystack)
+            _add(tokens, {token for token, _ in pairs}, position)
+            _add(followed, {token + after for token, after in pairs if after}, position)
             _add(leads, set(leads_in(haystack)), position)
         return tokens, followed, leads
 
