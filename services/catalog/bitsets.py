@@ -47,22 +47,27 @@ def members(mask: int, skip: int = 0, count: int | None = None) -> list[int]:
         start += _BLOCK
         if start >= len(data):
             return []
-    flags = data.translate(_NONZERO)
-    find = flags.find
+    find = data.translate(_NONZERO).find
+    table = _BYTE_MEMBERS
     found: list[int] = []
+    append = found.append
     at = find(1, start)
-    while at >= 0:
-        bits = _BYTE_MEMBERS[data[at]]
-        if skip >= len(bits):
-            skip -= len(bits)
-        else:
+    while skip and at >= 0:  # what is left of skip, byte by byte
+        bits = table[data[at]]
+        if skip < len(bits):
             base = at << 3
-            found.extend([base + bit for bit in bits[skip:]])
+            for bit in bits[skip:]:
+                append(base + bit)
             skip = 0
-            if len(found) >= limit:
-                del found[limit:]
-                break
+        else:
+            skip -= len(bits)
         at = find(1, at + 1)
+    while at >= 0 and len(found) < limit:
+        base = at << 3
+        for bit in table[data[at]]:
+            append(base + bit)
+        at = find(1, at + 1)
+    del found[limit:]
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ DEFAULT_PAGE = 20
 _TIERS = {SOURCE_REDIS: pb.TIER_REDIS, SOURCE_POSTGRES: pb.TIER_POSTGRES,
           SOURCE_NETSUITE: pb.TIER_NETSUITE}
 _ENTITY_NAMES = {pb.ENTITY_CUSTOMERS: "customers", pb.ENTITY_ITEMS: "items"}
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -142,7 +144,7 @@ def _query(raw: str) -> str:
     query = raw.strip()
     if len(query) > MAX_QUERY:
         raise InvalidArgument("query", f"at most {MAX_QUERY} characters, got {len(query)}")
-    if any(ord(ch) < 32 for ch in query):
+    if _CONTROL.search(query):
         raise InvalidArgument("query", "must not contain control characters")
     return query
 
