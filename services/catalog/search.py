@@ -47,7 +47,8 @@ _SEPARATOR = "\x00"  # between fields in a haystack: a query never contains it
 _LAST = "\U0010ffff"  # sorts after every character: the end of a prefix range
 _RESULT_CACHE_SIZE = 512
 _ANSWER_CACHE_SIZE = 512
-_FEW = 64  # candidates left: stop narrowing, the final test checks the whole query
+# Few records: kept as a list, not a mask; candidates this few are not narrowed further.
+_FEW = 64
 # Masks are kept for keys at least this many records hold, within a budget per kind of key.
 _MASKED_MIN = 32
 _MASK_BUDGET_BYTES = 16 << 20
@@ -134,7 +135,7 @@ class _Postings:
                 mask |= self._mask(key, found)
         if not few:
             return mask
-        if not mask and sum(map(len, few)) <= _FEW:
+        if not mask and sum(map(len, few)) <= _FEW:  # (a posting list is never changed)
             return few[0] if len(few) == 1 else sorted(set(chain.from_iterable(few)))
         return mask | mask_of(chain.from_iterable(few), self.size)
 
