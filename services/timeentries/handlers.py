@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -16,7 +15,14 @@ from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
 from services.timeentries.hot_store import HotEntry, HotRows, HotStore, WriteResult
 from services.timeentries.hot_window import new_nonce, prove_hot_window
-from services.timeentries.model import Entry, Limits, parse_date, parse_entry_id, validate_fields
+from services.timeentries.model import (
+    Entry,
+    Limits,
+    parse_date,
+    parse_entry_id,
+    utc_today,
+    validate_fields,
+)
 from services.timeentries.outbox import Outbox
 from services.timeentries.projects import Projects
 from services.timeentries.store import EntryStore
@@ -103,9 +109,11 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         # ListTimeEntries answers of hot ranges by (email, first, last, cursor, page size), each
         # stamped with the user's data token (hot_store.py): reused while Redis says the token
         # is unchanged. Held serialized, so a reused answer costs no protobuf encoding.
-        self.list_cache: VersionedReadCache[ListKey, bytes] = (
-            VersionedReadCache(max_entries=self.list_cache_entries,
-                               on_event=partial(self.metrics.cache_hit, "timeentries_list")))
+        # (the metric's two series looked up once: labels() costs more than the count)
+        events = {result: self.metrics.cache_events.labels("timeentries_list", result)
+                  for result in ("hit", "miss")}
+        self.list_cache: VersionedReadCache[ListKey, bytes] = VersionedReadCache(
+            max_entries=self.list_cache_entries, on_event=lambda result: events[result].inc())
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -227,7 +235,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
     async def ListTimeEntries(self, request: pb.ListTimeEntriesRequest, context: Any) -> bytes:
         """The serialized ListTimeEntriesResponse (see server.py: handlers may answer bytes)."""
         email = current_user_email()
-        today = datetime.now(UTC).date()
+        today = utc_today()
         last = parse_date("to_date", request.to_date) if request.to_date else today
         first = (parse_date("from_date", request.from_date) if request.from_date
                  else last - timedelta(days=29))

@@ -19,12 +19,13 @@ proof in progress (see :meth:`HotStore.begin_proof`). A lost or recreated index 
 recreated index is never taken as complete.
 
 Data version: every script that changes anything a list can show (an entry hash, the index,
-the completeness marker, the sink flags) sets ``user:{email}:entries:version`` to a fresh random
-token given by the caller, in the same script. So a replica that holds a ListTimeEntries answer
-built at token T may reuse it while the token is still T (the list script answers "unchanged").
-Tokens are random, never counted, so no state can come back to an old token: not after the key
-expired or was lost (the next read or write sets a new one), nor after Redis restarted with
-its last writes lost (AOF ``everysec``).
+the completeness marker, the sink flags) sets ``user:{email}:entries:version`` to a fresh
+token given by the caller (:func:`unique_token`), in the same script. So a replica that holds a
+ListTimeEntries answer built at token T may reuse it while the token is still T (the list
+script answers "unchanged"). No token is ever handed out twice, and none is counted in Redis,
+so no state can come back to an old token: not after the key expired or was lost (the next
+read or write sets a new one), nor after Redis restarted with its last writes lost (AOF
+``everysec``).
 
 Every write is one Lua script, so the hash, the index, the TTLs and the outbox message are
 written together or not at all (and, with AOF ``appendfsync always``, are on disk before the
@@ -33,7 +34,9 @@ caller is answered).
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -55,10 +58,10 @@ __all__ = [
     "HotStore",
     "WriteResult",
     "by_date_key",
-    "data_token",
     "entry_key",
     "hot_window_start",
     "projects_key",
+    "unique_token",
     "unsynced_key",
     "version_key",
 ]
@@ -87,9 +90,23 @@ def version_key(email: str) -> str:
     return f"user:{email}:entries:version"
 
 
-def data_token() -> str:
-    """A fresh data version token (random: equal tokens mean the same state)."""
-    return secrets.token_hex(8)
+def _start_tokens() -> None:
+    global _token_prefix, _token_counter
+    _token_prefix = secrets.token_hex(8)
+    _token_counter = itertools.count(1)
+
+
+_token_prefix = ""
+_token_counter = itertools.count(1)
+_start_tokens()
+os.register_at_fork(after_in_child=_start_tokens)
+
+
+def unique_token() -> str:
+    """A string no process ever handed out before (data tokens, proof nonces): this process's
+    random prefix (a new one after a fork) and a counter. No system call per token: reading
+    os.urandom twice per ListTimeEntries showed in its profile."""
+    return f"{_token_prefix}{next(_token_counter):x}"
 
 
 def projects_key(email: str) -> str:
@@ -385,7 +402,11 @@ def hot_window_start(today: date, ttl_seconds: int, max_future_days: int) -> dat
     no earlier than day D − max_future_days and lives the TTL from its last write, so every
     entry dated today + 1 + max_future_days − TTL days or later is still there (31-day TTL,
     dates at most a day ahead: the last 30 days, today − 29 … today)."""
-    return today + timedelta(days=1 + max_future_days - ttl_seconds // 86400)
+    return today + _hot_window_offset(ttl_seconds, max_future_days)
+
+
+def _hot_window_offset(ttl_seconds: int, max_future_days: int) -> timedelta:
+    return timedelta(days=1 + max_future_days - ttl_seconds // 86400)
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
@@ -405,10 +426,11 @@ class HotStore:
         self.ttl_seconds = ttl_seconds
         self.max_future_days = max_future_days
         self.scripts = scripts or RedisPyScripts(redis)
+        self._hot_window_offset = _hot_window_offset(ttl_seconds, max_future_days)
         self._mark = redis.register_script(_MARK)
 
     def hot_window_start(self, today: date) -> date:
-        return hot_window_start(today, self.ttl_seconds, self.max_future_days)
+        return today + self._hot_window_offset
 
     async def create(self, entry: Entry, request_id: str = "") -> WriteResult:
         email = entry.email
@@ -420,7 +442,7 @@ class HotStore:
             args=[entry.id, email, entry.project_id, entry.date, entry.minutes,
                   entry.description, "1" if entry.billable else "0", entry.day.toordinal(),
                   entry.create_time, self.ttl_seconds, "1" if request_id else "0",
-                  IDEMPOTENCY_TTL, data_token()],
+                  IDEMPOTENCY_TTL, unique_token()],
         )
         if result[0] == "ok":
             return WriteResult("ok", HotEntry(entry, False))
@@ -440,7 +462,7 @@ class HotStore:
             keys=[entry_key(entry_id), by_date_key(email), OUTBOX, projects_key(email),
                   unsynced_key(email), NUDGES, version_key(email)],
             args=[email, str(expected_version), now, self.ttl_seconds, "1" if delete else "0",
-                  seed.to_json() if seed else "", score, data_token(), *flat],
+                  seed.to_json() if seed else "", score, unique_token(), *flat],
         )
         if result[0] == "ok":
             return WriteResult("ok", HotEntry.from_hash(_pairs(result[1:])))
@@ -475,7 +497,7 @@ class HotStore:
             LIST,
             keys=[by_date_key(email), version_key(email)],
             args=[first.toordinal(), last.toordinal(), cap, hot_start.toordinal(), proof_nonce,
-                  self.ttl_seconds, held_token, data_token()],
+                  self.ttl_seconds, held_token, unique_token()],
         )
         if reply[0] == "unchanged":
             return None
@@ -497,7 +519,7 @@ class HotStore:
         :meth:`begin_proofs` placed ``nonce``."""
         return bool(await self.scripts.run(
             PROVE, keys=[by_date_key(email), version_key(email)],
-            args=[nonce, data_token(), self.ttl_seconds, *live_ids]))
+            args=[nonce, unique_token(), self.ttl_seconds, *live_ids]))
 
     async def newer_than(self, stored: list[Entry]) -> dict[str, HotEntry]:
         """The entries of ``stored`` that Redis holds in a newer version (not drained yet)."""
@@ -518,7 +540,7 @@ class HotStore:
                 await self._mark(
                     keys=[entry_key(entry.id), unsynced_key(entry.email),
                           version_key(entry.email)],
-                    args=[sink_flag, str(entry.version), entry.id, data_token(),
+                    args=[sink_flag, str(entry.version), entry.id, unique_token(),
                           self.ttl_seconds], client=pipe,
                 )
             await pipe.execute()

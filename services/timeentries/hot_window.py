@@ -23,7 +23,6 @@ it had to answer from PostgreSQL.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
@@ -31,7 +30,7 @@ import asyncpg
 import structlog
 from redis.exceptions import RedisError
 
-from services.timeentries.hot_store import HotStore
+from services.timeentries.hot_store import HotStore, unique_token
 from services.timeentries.store import EntryStore
 
 __all__ = ["new_nonce", "prove_hot_window", "prove_hot_windows"]
@@ -40,7 +39,7 @@ log = structlog.get_logger("hot_window")
 
 
 def new_nonce() -> str:
-    return secrets.token_hex(8)
+    return unique_token()
 
 
 async def prove_hot_window(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from shared.errors import InvalidArgument
@@ -16,6 +17,7 @@ __all__ = [
     "Limits",
     "parse_date",
     "parse_entry_id",
+    "utc_today",
     "validate_fields",
 ]
 
@@ -78,6 +80,20 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_today: tuple[int, date] = (0, date(1970, 1, 1))
+
+
+def utc_today() -> date:
+    """Today in UTC, as ``datetime.now(UTC).date()`` but cheaper: the date is built once a
+    day (Unix time counts 86,400 s a day, so its day number is the UTC date's)."""
+    global _today
+    day = int(time.time() // 86400)
+    if day != _today[0]:
+        _today = (day, date.fromordinal(_EPOCH_ORDINAL + day))
+    return _today[1]
+
+
 def parse_date(field: str, text: str) -> date:
     try:
         if len(text) != 10:
@@ -113,7 +129,7 @@ def validate_fields(
             raise InvalidArgument("project_id", "is not a project id")
     if day is not None:
         parsed = parse_date("date", day)
-        today = today or datetime.now(UTC).date()
+        today = today or utc_today()
         if parsed < today - timedelta(days=limits.max_past_days):
             raise InvalidArgument("date", f"must be within the last {limits.max_past_days} days")
         if parsed > today + timedelta(days=limits.max_future_days):
