@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from google.protobuf.timestamp_pb2 import Timestamp
 from redis.exceptions import RedisError
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
 from services.timeentries.hot_store import HotEntry, HotRows, HotStore, WriteResult
 from services.timeentries.hot_window import new_nonce, prove_hot_window
+from services.timeentries.messages import entry_message, hot_page, now_iso
 from services.timeentries.model import (
     Entry,
     Limits,
@@ -40,59 +40,6 @@ MAX_RANGE_DAYS = 366
 LIST_CACHE_ENTRIES = 1024  # per replica; a month of ~100 entries is ~50 kB of messages
 ListKey = tuple[str, date, date, tuple[str, str] | None, int]
 NO_ACCESS = "unknown project, or you have no access to it"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = timedelta(seconds=1)
-
-
-def _stamp(iso: str) -> Timestamp:
-    """The Timestamp of a stored ISO 8601 UTC time (integer arithmetic, no float rounding)."""
-    moment = datetime.fromisoformat(iso)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return Timestamp(seconds=(moment - _EPOCH) // _SECOND, nanos=moment.microsecond * 1000)
-
-
-def _row_proto(row: dict[str, str]) -> pb.TimeEntry:
-    """The message of an entry hash as the list script returns it (all values strings)."""
-    return pb.TimeEntry(
-        entry_id=row["id"], project_id=row["project_id"], date=row["date"],
-        duration_minutes=int(row["minutes"]), description=row["description"],
-        billable=row["billable"] == "1", create_time=_stamp(row["create_time"]),
-        update_time=_stamp(row["update_time"]), version=int(row["version"]),
-        sync_state=pb.SYNC_STATE_SYNCED if row.get("synced") == "1" else pb.SYNC_STATE_PENDING,
-    )
-
-
-def _hot_page(
-    rows: list[dict[str, str]], email: str, cursor: tuple[str, str] | None, size: int
-) -> pb.ListTimeEntriesResponse:
-    """A page of a range Redis holds completely (``rows`` in (date, id) order)."""
-    if cursor is not None:
-        rows = [row for row in rows if (row["date"], row["id"]) > cursor]
-    page = [row for row in rows if row["email"] == email][:size + 1]
-    token = ""
-    if len(page) > size:
-        page = page[:size]
-        token = encode_page_token({"d": page[-1]["date"], "i": page[-1]["id"]})
-    return pb.ListTimeEntriesResponse(entries=[_row_proto(row) for row in page],
-                                      next_page_token=token)
-
-
-def _proto(hot: HotEntry) -> pb.TimeEntry:
-    entry = hot.entry
-    return pb.TimeEntry(
-        entry_id=entry.id, project_id=entry.project_id, date=entry.date,
-        duration_minutes=entry.minutes, description=entry.description, billable=entry.billable,
-        create_time=_stamp(entry.create_time), update_time=_stamp(entry.update_time),
-        version=entry.version,
-        sync_state=pb.SYNC_STATE_SYNCED if hot.synced else pb.SYNC_STATE_PENDING,
-    )
 
 
 @dataclass
@@ -125,7 +72,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
             minutes=request.duration_minutes, description=request.description,
             request_id=request_id,
         )
-        now = _now()
+        now = now_iso()
         entry = Entry(
             id=str(uuid.uuid4()), email=email, project_id=request.project_id.strip(),
             date=request.date, minutes=request.duration_minutes,
@@ -136,7 +83,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         if result.outcome == "duplicate":
             return pb.CreateTimeEntryResponse(entry=await self._existing(email, result.existing_id))
         assert result.hot is not None
-        return pb.CreateTimeEntryResponse(entry=_proto(result.hot))
+        return pb.CreateTimeEntryResponse(entry=entry_message(result.hot))
 
     async def UpdateTimeEntry(self, request: pb.UpdateTimeEntryRequest, context: Any) -> Any:
         email = current_user_email()
@@ -165,7 +112,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         if "billable" in given:
             changes["billable"] = "1" if request.billable else "0"
         hot = await self._change(email, entry_id, version, changes=changes)
-        return pb.UpdateTimeEntryResponse(entry=_proto(hot))
+        return pb.UpdateTimeEntryResponse(entry=entry_message(hot))
 
     async def DeleteTimeEntry(self, request: pb.DeleteTimeEntryRequest, context: Any) -> Any:
         email = current_user_email()
@@ -198,7 +145,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         self, email: str, entry_id: str, version: int, *, delete: bool = False,
         changes: dict[str, str] | None = None,
     ) -> HotEntry:
-        now = _now()
+        now = now_iso()
 
         def attempt(seed: Entry | None = None) -> Any:
             return lambda: self.hot.change(entry_id, email, version, now, delete=delete,
@@ -228,7 +175,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
             hot = HotEntry(stored, True) if stored else None
         if hot is None or hot.entry.email != email:
             raise NotFound(f"time entry {entry_id} not found")
-        return _proto(hot)
+        return entry_message(hot)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -267,7 +214,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                         email, first, last, cursor, size, hot_start, (hot, nonce)
                     )).SerializeToString())
                 return Versioned(hot.token,
-                                 _hot_page(hot.rows, email, cursor, size).SerializeToString())
+                                 hot_page(hot.rows, email, cursor, size).SerializeToString())
 
             return await self.list_cache.get((email, first, last, cursor, size), load)
         except RedisError:
@@ -285,7 +232,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         if len(found) > size:
             tail = page[-1].entry
             token = encode_page_token({"d": tail.date, "i": tail.id})
-        return pb.ListTimeEntriesResponse(entries=[_proto(h) for h in page],
+        return pb.ListTimeEntriesResponse(entries=[entry_message(h) for h in page],
                                           next_page_token=token)
 
     async def _range(
