@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2
 from syncsuite.catalog.v1 import catalog_service_pb2 as pb
 from syncsuite.catalog.v1 import catalog_service_pb2_grpc
 
-from services.catalog.answers import record_bytes, sending_bytes
+from services.catalog.answers import record_bytes
 from services.catalog.kpis import KpiService
 from services.catalog.netsuite import NetSuiteClient
 from services.catalog.records import ENTITIES, EntitySpec, Record
@@ -461,8 +461,7 @@ async def setup(runtime: Runtime) -> None:
     state = CatalogState(settings, upstream, client, store, snapshots, tiers, kpis)
     runtime.add_servicer(
         pb.DESCRIPTOR.services_by_name["CatalogService"],
-        sending_bytes(catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server,
-                      {"SearchCustomers", "SearchItems"}),
+        catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server,
         CatalogServicer(state),
     )
     sync = CatalogSync(client=client, store=store, tiers=tiers, kpis=kpis,
