@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -14,10 +13,11 @@ from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
 from services.timeentries.hot_store import HotEntry, HotRows, HotStore, WriteResult
 from services.timeentries.hot_window import new_nonce, prove_hot_window
-from services.timeentries.messages import entry_message, hot_page, now_iso
+from services.timeentries.messages import entry_message, hot_page, moment_now, set_entry
 from services.timeentries.model import (
     Entry,
     Limits,
+    new_entry_id,
     parse_date,
     parse_entry_id,
     utc_today,
@@ -72,18 +72,20 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
             minutes=request.duration_minutes, description=request.description,
             request_id=request_id,
         )
-        now = now_iso()
+        moment = moment_now()
         entry = Entry(
-            id=str(uuid.uuid4()), email=email, project_id=request.project_id.strip(),
+            id=new_entry_id(), email=email, project_id=request.project_id.strip(),
             date=request.date, minutes=request.duration_minutes,
             description=request.description, billable=request.billable, version=1,
-            deleted=False, create_time=now, update_time=now,
+            deleted=False, create_time=moment.iso, update_time=moment.iso,
         )
         result = await self._write(email, lambda: self.hot.create(entry, request_id))
         if result.outcome == "duplicate":
             return pb.CreateTimeEntryResponse(entry=await self._existing(email, result.existing_id))
         assert result.hot is not None
-        return pb.CreateTimeEntryResponse(entry=entry_message(result.hot))
+        reply = pb.CreateTimeEntryResponse()
+        set_entry(reply.entry, result.hot, moment)
+        return reply
 
     async def UpdateTimeEntry(self, request: pb.UpdateTimeEntryRequest, context: Any) -> Any:
         email = current_user_email()
@@ -145,7 +147,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         self, email: str, entry_id: str, version: int, *, delete: bool = False,
         changes: dict[str, str] | None = None,
     ) -> HotEntry:
-        now = now_iso()
+        now = moment_now().iso
 
         def attempt(seed: Entry | None = None) -> Any:
             return lambda: self.hot.change(entry_id, email, version, now, delete=delete,

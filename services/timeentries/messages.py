@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
@@ -10,15 +12,26 @@ from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from services.timeentries.hot_store import HotEntry
 from shared.paging import encode_page_token
 
-__all__ = ["entry_message", "hot_page", "now_iso"]
+__all__ = ["Moment", "entry_message", "hot_page", "moment_now", "set_entry"]
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+class Moment(NamedTuple):
+    """A moment as entries store it (ISO 8601, UTC, to the microsecond) and as a Timestamp's
+    fields."""
+
+    iso: str
+    seconds: int
+    nanos: int
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
+
+
+def moment_now() -> Moment:
+    micros = time.time_ns() // 1000
+    seconds, micro = divmod(micros, 1_000_000)
+    return Moment((_EPOCH + timedelta(microseconds=micros)).isoformat(), seconds, micro * 1000)
 
 
 def _stamp(iso: str) -> Timestamp:
@@ -27,6 +40,14 @@ def _stamp(iso: str) -> Timestamp:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return Timestamp(seconds=(moment - _EPOCH) // _SECOND, nanos=moment.microsecond * 1000)
+
+
+def _set_time(field: Timestamp, iso: str, known: Moment | None) -> None:
+    if known is not None and iso == known.iso:
+        field.seconds = known.seconds
+        field.nanos = known.nanos
+    else:
+        field.CopyFrom(_stamp(iso))
 
 
 def _row_message(row: dict[str, str]) -> pb.TimeEntry:
@@ -55,12 +76,23 @@ def hot_page(
                                       next_page_token=token)
 
 
-def entry_message(hot: HotEntry) -> pb.TimeEntry:
+def set_entry(message: pb.TimeEntry, hot: HotEntry, now: Moment | None = None) -> pb.TimeEntry:
+    """Fills ``message`` (e.g. a response's ``entry``, so that nothing is copied) with ``hot``
+    and returns it. ``now``: the moment of the write that gave ``hot`` (a stored time equal to
+    it is not parsed again)."""
     entry = hot.entry
-    return pb.TimeEntry(
-        entry_id=entry.id, project_id=entry.project_id, date=entry.date,
-        duration_minutes=entry.minutes, description=entry.description, billable=entry.billable,
-        create_time=_stamp(entry.create_time), update_time=_stamp(entry.update_time),
-        version=entry.version,
-        sync_state=pb.SYNC_STATE_SYNCED if hot.synced else pb.SYNC_STATE_PENDING,
-    )
+    message.entry_id = entry.id
+    message.project_id = entry.project_id
+    message.date = entry.date
+    message.duration_minutes = entry.minutes
+    message.description = entry.description
+    message.billable = entry.billable
+    _set_time(message.create_time, entry.create_time, now)
+    _set_time(message.update_time, entry.update_time, now)
+    message.version = entry.version
+    message.sync_state = pb.SYNC_STATE_SYNCED if hot.synced else pb.SYNC_STATE_PENDING
+    return message
+
+
+def entry_message(hot: HotEntry) -> pb.TimeEntry:
+    return set_entry(pb.TimeEntry(), hot)

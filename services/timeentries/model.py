@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_MINUTES",
     "Entry",
     "Limits",
+    "new_entry_id",
     "parse_date",
     "parse_entry_id",
     "utc_today",
@@ -101,6 +103,18 @@ def parse_date(field: str, text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise InvalidArgument(field, f"must be a date as YYYY-MM-DD, got {text[:20]!r}") from None
+
+
+_UUID_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)
+
+
+def new_entry_id() -> str:
+    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` but without building a UUID
+    object (half the cost)."""
+    n = int.from_bytes(os.urandom(16)) & ~_UUID_FIXED_BITS | _UUID_VERSION_4
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_entry_id(text: str) -> str:

@@ -41,7 +41,8 @@ async def test_create_list_and_drain_to_postgres_and_zoho(
     created = await alice.create(project, day(1), 90, "design review", billable=False)
     assert created.version == 1 and created.sync_state == pb.SYNC_STATE_PENDING
     listed = await alice.list()
-    assert [e.entry_id for e in listed.entries] == [created.entry_id]
+    assert list(listed.entries) == [created]  # the answer to the write shows what was stored
+    assert created.create_time == created.update_time and created.create_time.seconds > 0
     await wait_for(lambda: backlog_drained(service))
     stored = await EntryStore(service.runtime.db).get(created.entry_id)
     assert stored is not None and stored.minutes == 90 and stored.version == 1

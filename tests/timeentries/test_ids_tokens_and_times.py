@@ -1,15 +1,25 @@
-"""The cheap helpers on the RPC paths: tokens never handed out twice (also across a fork), and
-today's UTC date from the clock."""
+"""The cheap helpers on the RPC paths: entry ids that are version 4 UUIDs, tokens never handed
+out twice (also across a fork), today's UTC date and the moment of a write."""
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from services.timeentries import model
 from services.timeentries.hot_store import unique_token
+from services.timeentries.messages import moment_now
+
+
+def test_entry_ids_are_distinct_version_4_uuids() -> None:
+    ids = [model.new_entry_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
 
 
 def test_unique_tokens_never_repeat_in_a_process_or_its_fork() -> None:
@@ -38,3 +48,14 @@ def test_utc_today_turns_at_utc_midnight(monkeypatch: pytest.MonkeyPatch) -> Non
     assert model.utc_today() == date(2031, 5, 17)
     monkeypatch.setattr(model.time, "time", lambda: midnight + 86399.9)
     assert model.utc_today() == date(2031, 5, 17)
+
+
+def test_a_moment_is_the_same_instant_as_text_and_as_timestamp_fields() -> None:
+    for _ in range(1000):
+        moment = moment_now()
+        parsed = datetime.fromisoformat(moment.iso)
+        assert parsed.utcoffset() == timedelta(0)
+        assert parsed == datetime.fromtimestamp(moment.seconds, UTC) + timedelta(
+            microseconds=moment.nanos // 1000)
+        assert moment.nanos % 1000 == 0
+    assert abs(datetime.fromisoformat(moment_now().iso) - datetime.now(UTC)) < timedelta(seconds=1)
