@@ -28,10 +28,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, without its offset
+
+
 def moment_now() -> Moment:
-    micros = time.time_ns() // 1000
-    seconds, micro = divmod(micros, 1_000_000)
-    return Moment((_EPOCH + timedelta(microseconds=micros)).isoformat(), seconds, micro * 1000)
+    """Now, to the microsecond; its text is ``datetime.isoformat()``'s, with the part up to the
+    second formatted once a second."""
+    global _second
+    seconds, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    if seconds != _second[0]:
+        _second = (seconds, (_EPOCH + timedelta(seconds=seconds)).isoformat()[:-6])
+    text = f"{_second[1]}.{micro:06d}+00:00" if micro else f"{_second[1]}+00:00"
+    return Moment(text, seconds, micro * 1000)
 
 
 def _stamp(iso: str) -> Timestamp:
