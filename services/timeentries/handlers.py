@@ -205,12 +205,11 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                                                 None)).SerializeToString()
 
             async def load(held: Versioned[bytes] | None) -> Versioned[bytes] | Unchanged:
+                if held is not None and held.version and (
+                        held.version == await self.hot.data_token(email)):
+                    return UNCHANGED  # a hit: one GET (hot_store.py, "Data version")
                 nonce = new_nonce()
-                hot = await self.hot.list_rows(email, first, last, hot_start,
-                                               held_token=held.version if held else "",
-                                               proof_nonce=nonce)
-                if hot is None:
-                    return UNCHANGED
+                hot = await self.hot.list_rows(email, first, last, hot_start, proof_nonce=nonce)
                 if not hot.complete:  # answered with PostgreSQL: held, but never reused
                     return Versioned("", (await self._list_merged(
                         email, first, last, cursor, size, hot_start, (hot, nonce)

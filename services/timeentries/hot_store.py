@@ -9,7 +9,7 @@ Keys (seed names kept where the seed system had them)::
     timeentries:outbox                  stream: one message per accepted version (JSON entry)
     timeentries:idempotency:{email}:{request id}  string: the entry id a request created
     timeentries:nudges                  counter: bumped by a write of a user with unsynced entries
-    user:{email}:entries:version        string: a random token naming the state of the user's
+    user:{email}:entries:version        string: a unique token naming the state of the user's
                                         index and entry hashes (see "Data version" below)
 
 The by-date index also holds two kinds of bookkeeping members below every day number (scores
@@ -21,11 +21,12 @@ recreated index is never taken as complete.
 Data version: every script that changes anything a list can show (an entry hash, the index,
 the completeness marker, the sink flags) sets ``user:{email}:entries:version`` to a fresh
 token given by the caller (:func:`unique_token`), in the same script. So a replica that holds a
-ListTimeEntries answer built at token T may reuse it while the token is still T (the list
-script answers "unchanged"). No token is ever handed out twice, and none is counted in Redis,
-so no state can come back to an old token: not after the key expired or was lost (the next
-read or write sets a new one), nor after Redis restarted with its last writes lost (AOF
-``everysec``).
+ListTimeEntries answer built at token T (read with a complete index) may reuse it while a GET
+of the token still says T: nothing the answer shows has changed since, not even the
+completeness marker. (An index lost meanwhile changes no entry: its next write or read sets a
+new token.) No token is ever handed out twice, and none is counted in Redis, so no state can
+come back to an old token: not after the key expired or was lost (the next read or write sets
+a new one), nor after Redis restarted with its last writes lost (AOF ``everysec``).
 
 Every write is one Lua script, so the hash, the index, the TTLs and the outbox message are
 written together or not at all (and, with AOF ``appendfsync always``, are on disk before the
@@ -44,7 +45,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.timeentries.lua import LuaScript, RedisPyScripts, ScriptRunner
+from services.timeentries.lua import LuaScript, RedisPyRunner, RedisRunner
 from services.timeentries.model import Entry
 
 __all__ = [
@@ -248,9 +249,9 @@ return 1
 # (entry:{id}), which a single Redis (or one shard) allows; the entries come back as one JSON
 # array, so the client parses one reply instead of ~30 per entry.
 # KEYS: by-date, version. ARGV: first day, last day, cap, hot window's first day, proof nonce
-# ('' = none), index TTL, the data token the caller holds ('' = none), a fresh data token.
-# Returns {'unchanged'} when the index is complete and the version is still the held token;
-# else {complete (1/0), JSON array of the entries in (day, id) order, the data token they show}.
+# ('' = none), index TTL, a fresh data token.
+# Returns {complete (1/0), JSON array of the entries in (day, id) order, the data token they
+# show}.
 # A hash missing for a day in the hot window (it cannot have expired there, so it was lost)
 # withdraws the completeness marker; missing ids are removed from the index. When the index is
 # not complete and a nonce is given, the nonce is placed (creating the index if need be) to
@@ -259,7 +260,6 @@ return 1
 _LIST = _PRELUDE + """
 local complete = redis.call('ZSCORE', KEYS[1], '""" + INDEX_COMPLETE + """') and 1 or 0
 local token = redis.call('GET', KEYS[2])
-if complete == 1 and token and ARGV[7] ~= '' and token == ARGV[7] then return {'unchanged'} end
 local was_complete = complete
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', 0,
   ARGV[3])
@@ -277,7 +277,7 @@ for i = 1, #found, 2 do
 end
 if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
 if #gone > 0 or was_complete ~= complete or not token then
-  token = ARGV[8]
+  token = ARGV[7]
   bump(KEYS[2], token, ARGV[6])
 end
 if complete == 0 then
@@ -414,18 +414,18 @@ def _pairs(flat: list[Any]) -> dict[str, Any]:
 
 
 class HotStore:
-    """The hot copy. Its scripts run on ``scripts`` (the service gives its
-    :class:`~services.timeentries.pipelined_redis.PipelinedRedis`; by default, ``redis``);
-    the sinks' marks go through ``redis`` as one pipeline."""
+    """The hot copy. Its scripts and the data token's GET go through ``runner`` (the service
+    gives its :class:`~services.timeentries.pipelined_redis.PipelinedRedis`; by default,
+    ``redis``); the sinks' marks go through ``redis`` as one pipeline."""
 
     def __init__(
         self, redis: aioredis.Redis, ttl_seconds: int, max_future_days: int = 1,
-        scripts: ScriptRunner | None = None,
+        runner: RedisRunner | None = None,
     ) -> None:
         self.redis = redis
         self.ttl_seconds = ttl_seconds
         self.max_future_days = max_future_days
-        self.scripts = scripts or RedisPyScripts(redis)
+        self.runner = runner or RedisPyRunner(redis)
         self._hot_window_offset = _hot_window_offset(ttl_seconds, max_future_days)
         self._mark = redis.register_script(_MARK)
 
@@ -434,7 +434,7 @@ class HotStore:
 
     async def create(self, entry: Entry, request_id: str = "") -> WriteResult:
         email = entry.email
-        result = await self.scripts.run(
+        result = await self.runner.run(
             CREATE,
             keys=[entry_key(entry.id), by_date_key(email), OUTBOX,
                   idempotency_key(email, request_id), projects_key(email), unsynced_key(email),
@@ -457,7 +457,7 @@ class HotStore:
         changes = changes or {}
         score = str(date.fromisoformat(changes["date"]).toordinal()) if "date" in changes else ""
         flat = [item for pair in changes.items() for item in pair]
-        result = await self.scripts.run(
+        result = await self.runner.run(
             CHANGE,
             keys=[entry_key(entry_id), by_date_key(email), OUTBOX, projects_key(email),
                   unsynced_key(email), NUDGES, version_key(email)],
@@ -483,32 +483,32 @@ class HotStore:
         (:meth:`prove`)."""
         rows = await self.list_rows(email, first, last, hot_start, proof_nonce=proof_nonce,
                                     cap=cap)
-        assert rows is not None  # no token held: never "unchanged"
         return rows.entries()
 
     async def list_rows(
-        self, email: str, first: date, last: date, hot_start: date, *, held_token: str = "",
-        proof_nonce: str = "", cap: int = 5000,
-    ) -> HotRows | None:
-        """Like :meth:`list_range`, as the raw hash rows with the data token they show; None
-        when the index is complete and its data token is still ``held_token`` (nothing a list
-        can show has changed since the caller read at that token)."""
-        reply = await self.scripts.run(
+        self, email: str, first: date, last: date, hot_start: date, *, proof_nonce: str = "",
+        cap: int = 5000,
+    ) -> HotRows:
+        """Like :meth:`list_range`, as the raw hash rows with the data token they show."""
+        reply = await self.runner.run(
             LIST,
             keys=[by_date_key(email), version_key(email)],
             args=[first.toordinal(), last.toordinal(), cap, hot_start.toordinal(), proof_nonce,
-                  self.ttl_seconds, held_token, unique_token()],
+                  self.ttl_seconds, unique_token()],
         )
-        if reply[0] == "unchanged":
-            return None
         return HotRows(json.loads(reply[1]), bool(reply[0]), reply[2])
+
+    async def data_token(self, email: str) -> str | None:
+        """The user's data token now (one GET); None if the user has none."""
+        token: str | None = await self.runner.execute("GET", version_key(email))
+        return token
 
     async def begin_proofs(self, emails: list[str], nonce: str) -> list[str]:
         """The users (of ``emails``) whose index is not proven complete; ``nonce`` is placed in
         each of them, to be passed to :meth:`prove`."""
         if not emails:
             return []
-        started = await self.scripts.run(
+        started = await self.runner.run(
             BEGIN_PROOFS, keys=[by_date_key(email) for email in emails],
             args=[nonce, self.ttl_seconds])
         return [email for email, flag in zip(emails, started, strict=True) if flag]
@@ -517,7 +517,7 @@ class HotStore:
         """Marks the user's index complete for the hot window, given ``live_ids``: the ids
         PostgreSQL holds live in that window, read after :meth:`list_range` or
         :meth:`begin_proofs` placed ``nonce``."""
-        return bool(await self.scripts.run(
+        return bool(await self.runner.run(
             PROVE, keys=[by_date_key(email), version_key(email)],
             args=[nonce, unique_token(), self.ttl_seconds, *live_ids]))
 
@@ -525,7 +525,7 @@ class HotStore:
         """The entries of ``stored`` that Redis holds in a newer version (not drained yet)."""
         if not stored:
             return {}
-        payload = await self.scripts.run(
+        payload = await self.runner.run(
             NEWER, keys=[entry_key(entry.id) for entry in stored],
             args=[entry.version for entry in stored])
         return {row["id"]: HotEntry(Entry.from_mapping(row), row.get("synced") == "1")

@@ -1,5 +1,5 @@
-"""Lua scripts and what runs them: :class:`PipelinedRedis` on the RPC paths, redis-py
-elsewhere (:class:`RedisPyScripts`)."""
+"""Lua scripts, and what sends them and single commands to Redis: :class:`PipelinedRedis` on
+the RPC paths, redis-py elsewhere (:class:`RedisPyRunner`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-__all__ = ["Arg", "LuaScript", "RedisPyScripts", "ScriptRunner"]
+__all__ = ["Arg", "LuaScript", "RedisPyRunner", "RedisRunner"]
 
 Arg = str | int | float | bytes
 
@@ -27,13 +27,16 @@ class LuaScript:
         object.__setattr__(self, "sha", hashlib.sha1(self.body.encode()).hexdigest())
 
 
-class ScriptRunner(Protocol):
+class RedisRunner(Protocol):
     async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """The script's reply (strings decoded as UTF-8)."""
 
+    async def execute(self, *command: Arg) -> Any:
+        """One command's reply (strings decoded as UTF-8)."""
 
-class RedisPyScripts:
-    """Scripts through a redis-py client (``decode_responses=True``)."""
+
+class RedisPyRunner:
+    """Scripts and commands through a redis-py client (``decode_responses=True``)."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
@@ -43,3 +46,6 @@ class RedisPyScripts:
             return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await self.redis.eval(script.body, len(keys), *keys, *args)
+
+    async def execute(self, *command: Arg) -> Any:
+        return await self.redis.execute_command(*command)

@@ -1,4 +1,4 @@
-"""Lua scripts on one pipelined Redis connection: the hot RPCs' single round trip, cheaply.
+"""The RPCs' Redis calls (Lua scripts, a GET) on one pipelined connection, cheaply.
 
 redis-py's asyncio client spends ~85 µs of CPU per command (a pooled connection checked out
 and health-checked, a timeout armed per command, layers of Python around the socket). Here

@@ -57,10 +57,10 @@ async def setup(runtime: Runtime) -> None:
     zoho = ZohoClient.from_settings(settings)
     limits = Limits(max_past_days=settings.max_past_days,
                     max_description=settings.max_description)
-    scripts = PipelinedRedis(runtime.settings.redis_url.reveal())  # the RPCs' scripts
-    runtime.on_stop(scripts.aclose)
+    pipelined = PipelinedRedis(runtime.settings.redis_url.reveal())  # the RPCs' Redis calls
+    runtime.on_stop(pipelined.aclose)
     hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400, limits.max_future_days,
-                   scripts)
+                   pipelined)
     entries = EntryStore(runtime.db)
     project_store = ProjectStore(runtime.db)
     projects = Projects(runtime.redis, project_store, runtime.metrics)

@@ -20,7 +20,7 @@ from services.timeentries.hot_store import (
     projects_key,
     version_key,
 )
-from services.timeentries.lua import RedisPyScripts, ScriptRunner
+from services.timeentries.lua import RedisPyRunner, RedisRunner
 from services.timeentries.model import Entry
 from services.timeentries.pipelined_redis import PipelinedRedis
 from services.timeentries.sandbox import sandbox_email
@@ -63,12 +63,13 @@ async def redis(redis_url: str, clean_state: None) -> AsyncIterator[aioredis.Red
 
 
 @pytest.fixture(params=["pipelined", "redis-py"])
-async def scripts(
+async def runner(
     request: pytest.FixtureRequest, redis: aioredis.Redis, redis_url: str
-) -> AsyncIterator[ScriptRunner]:
-    """What runs the store's scripts: the service's pipelined connection, or redis-py."""
+) -> AsyncIterator[RedisRunner]:
+    """What sends the store's scripts and commands: the service's pipelined connection, or
+    redis-py."""
     if request.param == "redis-py":
-        yield RedisPyScripts(redis)
+        yield RedisPyRunner(redis)
         return
     pipelined = PipelinedRedis(redis_url)
     yield pipelined
@@ -76,66 +77,70 @@ async def scripts(
 
 
 async def test_every_change_a_list_can_show_sets_a_new_data_token(
-    redis: aioredis.Redis, scripts: ScriptRunner
+    redis: aioredis.Redis, runner: RedisRunner
 ) -> None:
-    hot = HotStore(redis, TTL, scripts=scripts)
+    hot = HotStore(redis, TTL, runner=runner)
     email = "tokens@example.com"
     await redis.sadd(projects_key(email), "-", "p1", "p2")
     hot_start = hot.hot_window_start(today())
     tokens: list[str] = []
 
-    async def token_now() -> str:
-        rows = await hot.list_rows(email, hot_start, today(), hot_start)
-        assert rows is not None
-        tokens.append(rows.token)
+    async def new_token() -> str:
+        """The token now, which must be new; a list read now shows it too."""
+        token = await hot.data_token(email)
+        assert token is not None
+        tokens.append(token)
         assert len(set(tokens)) == len(tokens), "a change kept the data token"
-        return rows.token
+        assert (await hot.list_rows(email, hot_start, today(), hot_start)).token == token
+        assert await hot.data_token(email) == token, "a read of a proven index changed it"
+        return token
 
-    first = await token_now()  # a read sets a missing token
-    assert await redis.get(version_key(email)) == first
-    held = await hot.list_rows(email, hot_start, today(), hot_start, held_token=first)
-    assert held is not None, "an index not proven complete is never answered 'unchanged'"
-    assert await hot.list_rows(email, hot_start, today(), hot_start, held_token=first) is not None
+    assert await hot.data_token(email) is None
+    first = (await hot.list_rows(email, hot_start, today(), hot_start)).token  # a read sets it
+    assert await hot.data_token(email) == await redis.get(version_key(email)) == first
+    tokens.append(first)
 
     now = datetime.now(UTC).isoformat()
     entry = Entry(id="00000000-0000-4000-8000-000000000001", email=email, project_id="p1",
                   date=day(1), minutes=30, description="a", billable=True, version=1,
                   deleted=False, create_time=now, update_time=now)
     assert (await hot.create(entry)).outcome == "ok"
-    await token_now()
+    await new_token()
     nonce = "n1"
     await hot.list_rows(email, hot_start, today(), hot_start, proof_nonce=nonce)
     assert await hot.prove(email, nonce, [])  # the completeness marker is visible to reads
-    proven = await token_now()
-    assert await hot.list_rows(email, hot_start, today(), hot_start, held_token=proven) is None
+    assert (await hot.list_rows(email, hot_start, today(), hot_start)).complete
+    await new_token()
 
     updated = await hot.change(entry.id, email, 1, now, changes={"minutes": "45"})
     assert updated.outcome == "ok"
-    await token_now()
+    await new_token()
     await hot.mark_synced("pg", [entry.with_changes(version=2)])
-    await token_now()
+    await new_token()
     await hot.mark_synced("zoho", [entry.with_changes(version=2)])
-    synced = await token_now()
+    synced = await new_token()
     await hot.mark_synced("zoho", [entry.with_changes(version=1)])  # stale: changes nothing
-    assert await redis.get(version_key(email)) == synced
+    assert await hot.data_token(email) == synced
     await hot.change(entry.id, email, 2, now, changes={"date": day(2)})
-    await token_now()
+    await new_token()
     assert (await hot.change(entry.id, email, 3, now, delete=True)).outcome == "ok"
-    await token_now()
+    await new_token()
 
     # a hash lost from the hot window: the list removes it and withdraws the proof
     lost = entry.with_changes(id="00000000-0000-4000-8000-000000000002")
     await hot.create(lost)
-    before = await token_now()
-    assert await hot.list_rows(email, hot_start, today(), hot_start, held_token=before) is None
+    before = await new_token()
     await redis.delete(entry_key(lost.id))
-    await token_now()
+    withdrawn = await hot.list_rows(email, hot_start, today(), hot_start)
+    assert not withdrawn.complete and withdrawn.token != before
     assert await redis.zscore(by_date_key(email), lost.id) is None
     assert await redis.zscore(by_date_key(email), INDEX_COMPLETE) is None
+    tokens.append(withdrawn.token)
 
     # a lost token (key expired, Redis flushed) gives a new one, never a held one back
     await redis.delete(version_key(email))
-    await token_now()
+    assert await hot.data_token(email) is None
+    assert (await hot.list_rows(email, hot_start, today(), hot_start)).token not in tokens
 
 
 async def test_a_warm_cache_on_another_replica_shows_every_change_at_once(
