@@ -72,6 +72,7 @@ class PipelinedRedis:
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """The script's reply (EVALSHA; EVAL once if Redis does not have it cached)."""
@@ -89,6 +90,8 @@ class PipelinedRedis:
         return await self._send(command)
 
     async def aclose(self) -> None:
+        """Closes the connection (commands in flight fail); later commands fail at once."""
+        self._closed = True
         if self._transport is not None:
             self._transport.close()
             self._lost(self._protocol, ConnectionError("the Redis client was closed"))
@@ -97,6 +100,8 @@ class PipelinedRedis:
 
     async def _connect(self) -> None:
         async with self._connect_lock:
+            if self._closed:
+                raise ConnectionError("the Redis client was closed")
             if self._transport is not None:
                 return
             loop = asyncio.get_running_loop()
@@ -149,17 +154,26 @@ class PipelinedRedis:
         reader = self._reader
         reader.feed(data)
         waiting = self._waiting
-        try:
-            while (reply := reader.gets()) is not False:
-                future = waiting.popleft()[0]
-                if future.done():  # its caller was cancelled
-                    continue
-                if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
-        except (InvalidResponse, IndexError):  # garbage, or a reply nobody asked for
-            self._drop(ConnectionError("Redis sent a reply that does not parse or match"))
+        while True:
+            try:
+                reply = reader.gets()
+            except UnicodeDecodeError as error:  # that reply is consumed: its caller fails
+                reply = ResponseError(f"Redis answered text that is not UTF-8 ({error.reason})")
+            except InvalidResponse:
+                self._drop(ConnectionError("Redis sent a reply that does not parse"))
+                return
+            if reply is False:
+                return
+            if not waiting:
+                self._drop(ConnectionError("Redis sent a reply that nothing asked for"))
+                return
+            future = waiting.popleft()[0]
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
     def _check_stalled(self) -> None:
         self._watchdog = None

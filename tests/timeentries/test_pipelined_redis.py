@@ -116,3 +116,22 @@ async def test_unreachable_or_refusing_redis_raises_connection_error(redis_url: 
         await refused.execute("PING")
     with pytest.raises(ConnectionError, match="set-up"):  # not left half set up
         await refused.execute("PING")
+
+
+async def test_a_reply_that_is_not_utf8_fails_its_caller_only(
+    pipe: PipelinedRedis, redis: aioredis.Redis
+) -> None:
+    name = key("binary")
+    await redis.set(name, b"\xff\xfe")
+    results = await asyncio.gather(pipe.execute("GET", name), pipe.execute("ECHO", "next"),
+                                   return_exceptions=True)
+    assert isinstance(results[0], ResponseError) and "UTF-8" in str(results[0])
+    assert results[1] == "next"
+
+
+async def test_a_closed_client_refuses_commands_instead_of_reconnecting(redis_url: str) -> None:
+    client = PipelinedRedis(redis_url)
+    assert await client.execute("PING") == "PONG"
+    await client.aclose()
+    with pytest.raises(ConnectionError, match="closed"):
+        await client.execute("PING")
