@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import grpc
-from google.protobuf.message import Message
-from google.protobuf.message_factory import GetMessageClass
-from syncsuite.timeentries.v1 import timeentries_service_pb2
+from syncsuite.timeentries.v1 import timeentries_service_pb2, timeentries_service_pb2_grpc
 
 from services.timeentries.handlers import TimeEntriesServicer
 from services.timeentries.hot_store import HotStore
@@ -29,29 +25,6 @@ __all__ = ["SERVICE"]
 SERVICE_DESCRIPTOR = timeentries_service_pb2.DESCRIPTOR.services_by_name["TimeEntriesService"]
 
 
-def _serialize(response: Message | bytes) -> bytes:
-    return response if isinstance(response, bytes) else response.SerializeToString()
-
-
-def add_servicer_to_server(servicer: TimeEntriesServicer, server: grpc.aio.Server) -> None:
-    """What the generated ``add_TimeEntriesServiceServicer_to_server`` does, except that a
-    handler may answer with its response already serialized (bytes): ListTimeEntries' cached
-    answers are."""
-    if any(m.client_streaming or m.server_streaming for m in SERVICE_DESCRIPTOR.methods):
-        raise TypeError("TimeEntriesService has a streaming method: register it here")
-    handlers: dict[str, Any] = {
-        method.name: grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=GetMessageClass(method.input_type).FromString,
-            response_serializer=_serialize,
-        )
-        for method in SERVICE_DESCRIPTOR.methods
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_DESCRIPTOR.full_name, handlers),))
-    server.add_registered_method_handlers(SERVICE_DESCRIPTOR.full_name, handlers)
-
-
 async def setup(runtime: Runtime) -> None:
     settings = load(TimeEntriesSettings, runtime.environ)
     zoho = ZohoClient.from_settings(settings)
@@ -67,7 +40,7 @@ async def setup(runtime: Runtime) -> None:
     outbox = Outbox(runtime.redis, SINK_NAMES)
     await outbox.ensure_groups()
     runtime.add_servicer(
-        SERVICE_DESCRIPTOR, add_servicer_to_server,
+        SERVICE_DESCRIPTOR, timeentries_service_pb2_grpc.add_TimeEntriesServiceServicer_to_server,
         TimeEntriesServicer(
             hot=hot, entries=entries, projects=projects, outbox=outbox,
             limits=limits,
