@@ -9,6 +9,7 @@ per-call work is only what each call needs (metadata, auth, timing, the log line
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -41,6 +42,25 @@ def access_map(services: Iterable[ServiceDescriptor]) -> dict[str, int]:
     return table
 
 
+class _RequestIds:
+    """Request ids unique across processes without a system call each: a random prefix per
+    process (drawn again in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._numbers = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._numbers):08x}"
+
+
+_new_request_id = _RequestIds()
+
+
 class _Observation:
     """One RPC: authenticates on entry; on exit turns whatever the handler raised into a
     status and always records the call (log line and metrics)."""
@@ -63,7 +83,7 @@ class _Observation:
         self.metadata = self.context.invocation_metadata() or ()
         self.request_id = next(
             (str(value) for key, value in self.metadata if key == "x-request-id"), ""
-        ) or os.urandom(12).hex()
+        ) or _new_request_id()
         structlog.contextvars.bind_contextvars(request_id=self.request_id)
         return self
 

@@ -281,3 +281,17 @@ def test_services_run_on_uvloop_unless_asyncio_is_chosen(
     with pytest.raises(ConfigError, match="SYNCSUITE_EVENT_LOOP must be uvloop or asyncio"):
         run_event_loop(coroutine)
     coroutine.close()
+
+
+async def test_a_refused_rpc_names_its_request_id(probe: grpc.aio.Channel) -> None:
+    stub = sync_pb2_grpc.SyncServiceStub(probe)
+
+    async def request_id(metadata: tuple[tuple[str, str], ...] = ()) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.ListSyncJobs(sync_pb2.ListSyncJobsRequest(), metadata=metadata, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        return dict(raised.value.trailing_metadata() or ())["x-request-id"]
+
+    first, second = await request_id(), await request_id()
+    assert first != second and len(first) == len(second) == 24
+    assert await request_id((("x-request-id", "caller-chosen-7"),)) == "caller-chosen-7"
