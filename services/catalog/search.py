@@ -31,6 +31,7 @@ import contextlib
 import gc
 import operator
 import re
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -159,15 +160,6 @@ def _haystacks(records: list[Record], fields: tuple[str, ...]) -> list[str]:
                 for record in records]
 
 
-def _add(table: dict[str, list[int]], keys: set[str], position: int) -> None:
-    for key in keys:
-        found = table.get(key)
-        if found is None:
-            table[key] = [position]
-        else:
-            found.append(position)
-
-
 class SearchIndex:
     """Immutable once built; ``records`` are in index order (sort field, then id)."""
 
@@ -214,31 +206,29 @@ class SearchIndex:
     def _collect(haystacks: list[str]) -> tuple[dict[str, list[int]], ...]:
         """Positions holding each token; each token-and-character pair (the character after
         the token); each lead (a field's first token, and the character after it if any)."""
-        tokens: dict[str, list[int]] = {}
-        followed: dict[str, list[int]] = {}
-        leads: dict[str, list[int]] = {}
+        tokens: defaultdict[str, list[int]] = defaultdict(list)
+        followed: defaultdict[str, list[int]] = defaultdict(list)
+        leads: defaultdict[str, list[int]] = defaultdict(list)
         pairs_in, leads_in = _FOLLOWED.findall, _LEAD.findall
         for position, haystack in enumerate(haystacks):
             pairs = pairs_in(haystack)
-            _add(tokens, {token for token, _ in pairs}, position)
-            _add(followed, {token + after for token, after in pairs if after}, position)
-            _add(leads, set(leads_in(haystack)), position)
-        return tokens, followed, leads
+            for token in {token for token, _ in pairs}:
+                tokens[token].append(position)
+            for pair in {token + after for token, after in pairs if after}:
+                followed[pair].append(position)
+            for lead in set(leads_in(haystack)):
+                leads[lead].append(position)
+        return dict(tokens), dict(followed), dict(leads)
 
     @staticmethod
     def _build_grams(tokens: Iterable[str]) -> dict[str, list[str]]:
         """gram → the distinct tokens holding it (bigrams and trigrams of each)."""
-        grams: dict[str, list[str]] = {}
-        gram_get = grams.get
+        grams: defaultdict[str, list[str]] = defaultdict(list)
         for token in tokens:
             size = len(token)
             for gram in {token[i:i + n] for n in (2, 3) for i in range(size - n + 1)}:
-                holders = gram_get(gram)
-                if holders is None:
-                    grams[gram] = [token]
-                else:
-                    holders.append(token)
-        return grams
+                grams[gram].append(token)
+        return dict(grams)
 
     def __len__(self) -> int:
         return len(self.records)
