@@ -46,6 +46,8 @@ from shared.metrics import Metrics
 from shared.processes import ManagedProcess, free_port, wait_for_port
 
 CUSTOMERS = 50_000
+RESYNC_ROUNDS = 3  # re-syncs per mode; the median is the figure
+WARM_START_ROUNDS = 3
 # What people type, and the worst case of a scan: rare substrings that match nothing.
 QUERIES = (
     "acme", "summit", "cust-01234", "nora", "berlin", "garcia@", "trading", "labs inc",
@@ -185,17 +187,20 @@ async def _run(report: Report, options: Options, env: dict[str, str], sandbox_ur
                 report.add(f"full sync of {count:,} customers", seconds, "s",
                            target=at_most(10, "s"), notes=_details(full))
 
-                # 3. 1% changed: full re-sync, then incremental (look-back + id sweep)
-                await control.post("/_control/mutate", json={"entity": "customers",
-                                                             "share": 0.01})
-                seconds, again = await _sync(sync, admin, full=True)
-                report.add("re-sync, 1% changed (full)", seconds, "s", target=at_most(5, "s"),
-                           notes=_details(again))
-                await control.post("/_control/mutate", json={"entity": "customers",
-                                                             "share": 0.01})
-                seconds, incremental = await _sync(sync, admin)
-                report.add("re-sync, 1% changed (incremental)", seconds, "s",
-                           target=at_most(5, "s"), notes=_details(incremental))
+                # 3. 1% changed: full re-syncs, then incremental ones (look-back + id sweep);
+                # the median of a few rounds, as one run varies by ±30% on a shared box
+                for mode, full_sync in (("full", True), ("incremental", False)):
+                    rounds = []
+                    for _ in range(1 if options.quick else RESYNC_ROUNDS):
+                        await control.post("/_control/mutate", json={"entity": "customers",
+                                                                     "share": 0.01})
+                        rounds.append(await _sync(sync, admin, full=full_sync))
+                    rounds.sort(key=lambda measured: measured[0])
+                    seconds, middle = rounds[len(rounds) // 2]
+                    report.add(f"re-sync, 1% changed ({mode}), median of {len(rounds)}",
+                               seconds, "s", target=at_most(5, "s"),
+                               notes=f"runs: {', '.join(f'{run:.2f}' for run, _ in rounds)} s; "
+                                     f"the median's {_details(middle)}")
 
                 # 4. warm search vs Ping, and vs the seed's way side by side
                 compared = await options.compare(address, search_mix)
@@ -261,17 +266,22 @@ async def _warm_start(report: Report, env: dict[str, str]) -> None:
             client=None, metrics=Metrics("bench"), options=TierOptions(),  # type: ignore[arg-type]
             spawn=lambda coroutine, name: asyncio.ensure_future(coroutine),
         )
-        started = time.perf_counter()
-        index = await tiers.load_from_redis()
-        seconds = time.perf_counter() - started
+        loads = []
+        for _ in range(WARM_START_ROUNDS):
+            started = time.perf_counter()
+            index = await tiers.load_from_redis()
+            loads.append(time.perf_counter() - started)
+        loads.sort()
+        seconds = loads[len(loads) // 2]
         meta = await snapshots.meta(ENTITIES["customers"])
     finally:
         await pool.close()
         await redis.aclose()
     records = len(index) if index is not None else 0
-    report.add(f"warm start from Redis ({records:,} customers → index)", seconds, "s",
-               target=at_most(2, "s"),
-               notes=f"{meta.chunks if meta else 0} chunks, "
+    report.add(f"warm start from Redis ({records:,} customers → index), median of "
+               f"{len(loads)}", seconds, "s", target=at_most(2, "s"),
+               notes=f"runs: {', '.join(f'{load:.2f}' for load in loads)} s; "
+                     f"{meta.chunks if meta else 0} chunks, "
                      f"{(meta.bytes if meta else 0) / 1e6:.1f} MB")
     started = time.perf_counter()
     with as_process("services.catalog", {**env, "CATALOG_PRELOAD": "true"}) as address:
