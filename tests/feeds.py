@@ -1,4 +1,5 @@
-"""Test helpers for read caches fed by PostgreSQL notifications (shared.invalidation)."""
+"""Test helpers for read caches (shared.readcache), also fed by PostgreSQL notifications
+(shared.invalidation)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
+
+from shared.db import create_pool
 from shared.invalidation import InvalidationFeed
 from shared.readcache import VersionedReadCache
 
@@ -36,3 +40,24 @@ async def feeding(database_url: str, channel: str, *caches: VersionedReadCache[A
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, WAIT)
+
+
+@contextlib.asynccontextmanager
+async def scratch_schema(database_url: str, schema: str, ddl: str, *, pool_size: int = 2
+                         ) -> AsyncIterator[asyncpg.Pool]:
+    """``schema`` made afresh by ``ddl`` and a pool using it; the schema is dropped after."""
+
+    async def run(statements: str) -> None:
+        admin = await asyncpg.connect(database_url)
+        try:
+            await admin.execute(statements)
+        finally:
+            await admin.close()
+
+    await run(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; {ddl}")
+    pool = await create_pool(database_url, schema, max_size=pool_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        await run(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

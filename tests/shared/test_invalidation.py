@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from shared.db import create_pool
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
-from tests.feeds import feeding, until
+from tests.feeds import feeding, scratch_schema, until
 
 SCHEMA = "invalidation_test"
 CHANNEL = "invalidation_test_changed"
@@ -20,30 +19,18 @@ CHANNEL = "invalidation_test_changed"
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f"""
-            DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};
-            CREATE SEQUENCE {SCHEMA}.versions;
-            CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY, value text NOT NULL,
-                                         version bigint NOT NULL);
-            CREATE FUNCTION {SCHEMA}.notify_item() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_notify('{CHANNEL}', NEW.key); RETURN NULL; END $$;
-            CREATE TRIGGER items_changed AFTER INSERT OR UPDATE ON {SCHEMA}.items
-                FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.notify_item();
-            INSERT INTO {SCHEMA}.items VALUES ('a', 'a1', nextval('{SCHEMA}.versions')),
-                                              ('b', 'b1', nextval('{SCHEMA}.versions'));
-        """)
-    finally:
-        await admin.close()
-    pool = await create_pool(database_url, SCHEMA, max_size=3)
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    finally:
-        await admin.close()
+    async with scratch_schema(database_url, SCHEMA, f"""
+        CREATE SEQUENCE {SCHEMA}.versions;
+        CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY, value text NOT NULL,
+                                     version bigint NOT NULL);
+        CREATE FUNCTION {SCHEMA}.notify_item() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{CHANNEL}', NEW.key); RETURN NULL; END $$;
+        CREATE TRIGGER items_changed AFTER INSERT OR UPDATE ON {SCHEMA}.items
+            FOR EACH ROW EXECUTE FUNCTION {SCHEMA}.notify_item();
+        INSERT INTO {SCHEMA}.items VALUES ('a', 'a1', nextval('{SCHEMA}.versions')),
+                                          ('b', 'b1', nextval('{SCHEMA}.versions'));
+    """, pool_size=3) as pool:
+        yield pool
 
 
 class Replica:

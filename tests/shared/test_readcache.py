@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from shared.db import create_pool
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
+from tests.feeds import scratch_schema
 
 SCHEMA = "readcache_test"
 
@@ -76,22 +76,12 @@ async def test_unchanged_without_a_held_value_is_a_loader_bug() -> None:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};"
-                            f" CREATE SEQUENCE {SCHEMA}.versions;"
-                            f" CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY,"
-                            f" value text NOT NULL, version bigint NOT NULL)")
-    finally:
-        await admin.close()
-    pool = await create_pool(database_url, SCHEMA, max_size=2)
-    yield pool
-    await pool.close()
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    finally:
-        await admin.close()
+    async with scratch_schema(database_url, SCHEMA, f"""
+        CREATE SEQUENCE {SCHEMA}.versions;
+        CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY, value text NOT NULL,
+                                     version bigint NOT NULL);
+    """) as pool:
+        yield pool
 
 
 def conditional_load(pool: asyncpg.Pool, key: str):  # type: ignore[no-untyped-def]
