@@ -9,9 +9,7 @@ per-call work is only what each call needs (metadata, auth, timing, the log line
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -24,6 +22,7 @@ from syncsuite.auth.v1 import access_pb2
 
 from shared.auth import Authenticator, current_principal
 from shared.errors import to_status
+from shared.ids import UniqueIds
 from shared.metrics import Metrics
 from shared.wire import passing_bytes
 
@@ -42,23 +41,7 @@ def access_map(services: Iterable[ServiceDescriptor]) -> dict[str, int]:
     return table
 
 
-class _RequestIds:
-    """Request ids unique across processes without a system call each: a random prefix per
-    process (drawn again in a forked child) and a counter."""
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._numbers = itertools.count(1)
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._numbers):08x}"
-
-
-_new_request_id = _RequestIds()
+_new_request_id = UniqueIds(width=8)
 
 
 class _Observation:

@@ -35,10 +35,7 @@ caller is answered).
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -47,6 +44,7 @@ import redis.asyncio as aioredis
 
 from services.timeentries.lua import LuaScript, RedisPyRunner, RedisRunner
 from services.timeentries.model import Entry
+from shared.ids import UniqueIds
 
 __all__ = [
     "INDEX_COMPLETE",
@@ -91,23 +89,9 @@ def version_key(email: str) -> str:
     return f"user:{email}:entries:version"
 
 
-def _start_tokens() -> None:
-    global _token_prefix, _token_counter
-    _token_prefix = secrets.token_hex(8)
-    _token_counter = itertools.count(1)
-
-
-_token_prefix = ""
-_token_counter = itertools.count(1)
-_start_tokens()
-os.register_at_fork(after_in_child=_start_tokens)
-
-
-def unique_token() -> str:
-    """A string no process ever handed out before (data tokens, proof nonces): this process's
-    random prefix (a new one after a fork) and a counter. No system call per token: reading
-    os.urandom twice per ListTimeEntries showed in its profile."""
-    return f"{_token_prefix}{next(_token_counter):x}"
+unique_token = UniqueIds()
+"""A string no process ever handed out before (data tokens, proof nonces), with no system call
+per token: reading os.urandom twice per ListTimeEntries showed in its profile."""
 
 
 def projects_key(email: str) -> str:
