@@ -114,9 +114,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._quiet = quiet_methods
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-        # per (method, code): the counter's and the histogram's child (labels() is a lookup
-        # with locking that every call would repeat)
-        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
         # the log line's fields cost a peer() call and more: built only if it is written
         self._log_rpcs = log.bind().is_enabled_for(logging.INFO)
 
@@ -166,13 +163,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _record(self, call: _Observation) -> None:
         elapsed = time.perf_counter() - call.started
         code = call.code.name
-        series = self._series.get((call.method, code))
-        if series is None:
-            series = self._series[(call.method, code)] = (
-                self._metrics.rpc_total.labels(call.method, code),
-                self._metrics.rpc_seconds.labels(call.method, code))
-        series[0].inc()
-        series[1].observe(elapsed)
+        self._metrics.rpc_done(call.method, code, elapsed)
         if not self._log_rpcs:
             return
         if call.method not in self._quiet or call.code != grpc.StatusCode.OK:

@@ -6,6 +6,7 @@ hooks below for cache hits, sync results and backlogs.
 
 from __future__ import annotations
 
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -46,9 +47,24 @@ class Metrics:
             registry=self.registry,
         )
         self._server: WSGIServer | None = None
+        # children by label values, looked up once: labels() takes a lock and builds a key,
+        # which on a hot path costs more than the count itself
+        self._rpc_series: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._cache_series: dict[tuple[str, str], Any] = {}
+
+    def rpc_done(self, method: str, code: str, seconds: float) -> None:
+        series = self._rpc_series.get((method, code))
+        if series is None:
+            series = self._rpc_series[(method, code)] = (
+                self.rpc_total.labels(method, code), self.rpc_seconds.labels(method, code))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def cache_hit(self, cache: str, result: str = "hit") -> None:
-        self.cache_events.labels(cache, result).inc()
+        child = self._cache_series.get((cache, result))
+        if child is None:
+            child = self._cache_series[(cache, result)] = self.cache_events.labels(cache, result)
+        child.inc()
 
     def serve(self, host: str, port: int) -> int:
         """Serves /metrics in a background thread; returns the bound port."""

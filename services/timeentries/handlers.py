@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -56,11 +57,9 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         # ListTimeEntries answers of hot ranges by (email, first, last, cursor, page size), each
         # stamped with the user's data token (hot_store.py): reused while Redis says the token
         # is unchanged. Held serialized, so a reused answer costs no protobuf encoding.
-        # (the metric's two series looked up once: labels() costs more than the count)
-        events = {result: self.metrics.cache_events.labels("timeentries_list", result)
-                  for result in ("hit", "miss")}
         self.list_cache: VersionedReadCache[ListKey, bytes] = VersionedReadCache(
-            max_entries=self.list_cache_entries, on_event=lambda result: events[result].inc())
+            max_entries=self.list_cache_entries,
+            on_event=partial(self.metrics.cache_hit, "timeentries_list"))
 
     # -- writes -----------------------------------------------------------------------------
 
