@@ -343,23 +343,27 @@ class StockXSandbox:
             for variant_id, size in product.variants
         ])
 
-    async def _market_data(self, request: Request) -> Response:
+    def _market_request(self, request: Request) -> tuple[_Product, str] | Response:
+        """The product and currency a market-data request names, or the error answer."""
         product, denied = self._find(request)
         if denied is not None or product is None:
             return denied or _error(404, "Product not found")
         currency, bad = self._currency(request)
-        if bad is not None:
-            return bad
+        return bad if bad is not None else (product, currency)
+
+    async def _market_data(self, request: Request) -> Response:
+        asked = self._market_request(request)
+        if isinstance(asked, Response):
+            return asked
+        product, currency = asked
         return JSONResponse([self.market_row(product, position, currency)
                              for position in range(len(product.variants))])
 
     async def _variant_market_data(self, request: Request) -> Response:
-        product, denied = self._find(request)
-        if denied is not None or product is None:
-            return denied or _error(404, "Product not found")
-        currency, bad = self._currency(request)
-        if bad is not None:
-            return bad
+        asked = self._market_request(request)
+        if isinstance(asked, Response):
+            return asked
+        product, currency = asked
         wanted = request.path_params["variant_id"]
         for position, (variant_id, _size) in enumerate(product.variants):
             if variant_id == wanted:
