@@ -31,10 +31,11 @@ value is trusted that might have been read before a change whose notification wa
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
+
+from shared.lru import LRU
 
 __all__ = ["EVERYTHING", "UNCHANGED", "CacheStats", "Unchanged", "Versioned", "VersionedReadCache"]
 
@@ -104,8 +105,7 @@ class VersionedReadCache(Generic[K, V]):
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
-        self._entries: OrderedDict[K, _Held[V]] = OrderedDict()
-        self._max_entries = max_entries
+        self._entries: LRU[K, _Held[V]] = LRU(max_entries)
         self._on_event = on_event
         self.stats = CacheStats()
         self._feed_epoch = -1  # -1: no feed connected; else bumped on every (re)connect
@@ -122,7 +122,7 @@ class VersionedReadCache(Generic[K, V]):
 
     def held(self, key: K) -> Versioned[V] | None:
         """What the cache holds for ``key``, unchecked (for inspection and tests)."""
-        held = self._entries.get(key)
+        held = self._entries.peek(key)
         return held.versioned if held is not None else None
 
     def clear(self) -> None:
@@ -171,7 +171,6 @@ class VersionedReadCache(Generic[K, V]):
         held = self._entries.get(key)
         if held is not None and self._trusted(held):
             self.stats.trusted_hits += 1
-            self._entries.move_to_end(key)
             self._event("hit")
             return held.versioned.value
         feed_epoch, loaded_after = self._feed_epoch, self._received
@@ -185,11 +184,7 @@ class VersionedReadCache(Generic[K, V]):
         else:
             self.stats.misses += 1
             self._event("miss")
-        self._entries[key] = _Held(answer, feed_epoch, loaded_after)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-            self.stats.evictions += 1
+        self.stats.evictions += self._entries.put(key, _Held(answer, feed_epoch, loaded_after))
         return answer.value
 
     def _event(self, result: str) -> None:

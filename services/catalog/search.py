@@ -39,8 +39,8 @@ from itertools import chain
 from typing import Any
 
 from services.catalog.bitsets import Members, both, count, listed, mask_of, members, without
-from services.catalog.lru import LRU
 from services.catalog.records import EntitySpec, Record
+from shared.lru import LRU
 
 __all__ = ["SearchIndex", "SearchResult", "build_index", "collector_paused"]
 

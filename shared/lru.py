@@ -1,4 +1,4 @@
-"""A small least-recently-used map (per search index: ranked results, serialized answers)."""
+"""A small least-recently-used map (catalog search results and answers, read caches)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,18 @@ class LRU(Generic[K, V]):
             self._entries.move_to_end(key)
         return value
 
-    def put(self, key: K, value: V) -> None:
+    def peek(self, key: K) -> V | None:
+        """The value for ``key``, leaving the order as it is."""
+        return self._entries.get(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def put(self, key: K, value: V) -> int:
+        """Stores ``value``; returns how many least recent entries made room (0 or 1)."""
         self._entries[key] = value
         self._entries.move_to_end(key)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
+            return 1
+        return 0
