@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -15,16 +15,6 @@ from shared.invalidation import InvalidationFeed
 from shared.readcache import VersionedReadCache
 
 WAIT = 10.0
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Waits until ``condition()`` holds, polling; AssertionError naming ``what`` after
-    ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not in {timeout} s: {what}")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

@@ -17,16 +17,7 @@ from services.catalog.server import REDIS_HEALTH
 from shared.backends import EmbeddedRedis
 from shared.sandbox import FaultPlan
 from tests.catalog.conftest import ADMIN, Catalog, RunningSandbox, catalog_env, start_catalog
-
-
-async def _eventually(check: object, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if await check():  # type: ignore[operator]
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+from tests.waiting import wait_for
 
 
 async def test_200_concurrent_cold_searches_make_exactly_one_upstream_fetch(
@@ -76,7 +67,7 @@ async def test_a_new_replica_starts_warm_from_redis_and_follows_new_snapshots(
                     pb.SearchCustomersRequest(query="CUST-000301"), timeout=5)
                 return reply.total_size == 1
 
-            await _eventually(second_sees_it)
+            await wait_for(second_sees_it, timeout=10, every=0.05)
             after = await second.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
             assert after.entities[0].index_version > before.entities[0].index_version
 
@@ -100,7 +91,7 @@ async def test_netsuite_down_searches_answer_from_postgresql(
             reply = await catalog.search("cust-0002")
             return reply.provenance.upstream_unavailable
 
-        await _eventually(reported_down)  # the background revalidation failed
+        await wait_for(reported_down, timeout=10, every=0.05)  # the background revalidation failed
         status = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
         assert status.degraded and any("NetSuite" in p for p in status.problems)
         source = await catalog.stub.GetDataSourceStatus(pb.GetDataSourceStatusRequest(), timeout=5)
@@ -150,7 +141,7 @@ async def test_redis_down_search_still_answers_and_health_says_degraded(
         async def degraded() -> bool:
             return await redis_health() == health_pb2.HealthCheckResponse.NOT_SERVING
 
-        await _eventually(degraded)
+        await wait_for(degraded, timeout=10, every=0.05)
         reply = await catalog.search("cust-0001")
         assert reply.total_size > 0
         overall = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -165,13 +156,13 @@ async def test_redis_down_search_still_answers_and_health_says_degraded(
         async def recovered() -> bool:
             return await redis_health() == health_pb2.HealthCheckResponse.SERVING
 
-        await _eventually(recovered, timeout=20)
+        await wait_for(recovered, timeout=20, every=0.05)
 
         async def republished() -> bool:  # Redis came back empty: the newer index is written
             status = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
             return status.entities[0].cached and status.entities[0].count == 300
 
-        await _eventually(republished)
+        await wait_for(republished, timeout=10, every=0.05)
         assert (await catalog.search("cust-0001")).total_size > 0
 
 
@@ -195,4 +186,4 @@ async def test_clear_cache_needs_the_admin_token_and_clears_every_replica(
             customers = status.entities[0]
             return not customers.cached and customers.index_count == 0
 
-        await _eventually(dropped)
+        await wait_for(dropped, timeout=10, every=0.05)

@@ -16,8 +16,9 @@ from services.pricing.service import LatestPricesAnswer, PricingServicer
 from services.pricing.store import PricingStore, ProductRow, SnapshotRow
 from shared.errors import NotFound
 from shared.timestamps import from_timestamp, utcnow
-from tests.feeds import feeding, until
+from tests.feeds import feeding
 from tests.pricing.conftest import settings_for
+from tests.waiting import wait_for
 
 
 def _snapshot(product_id: str, variant_id: str, currency: str, ask: str, taken: datetime
@@ -139,7 +140,7 @@ async def test_fed_replicas_answer_from_memory_until_the_trigger_notifies_a_chan
             assert replica.latest_cache.stats.trusted_hits == 2  # no database round trip
 
         await store.write_snapshots([_snapshot("prod-1", "prod-1-a", "USD", "105", utcnow())])
-        await until(notified(1), "the new price notified")
+        await wait_for(notified(1), what="the new price notified")
         for replica in replicas:
             for request in (by_id, by_sku):
                 assert _asks(await latest(replica, request)) == {
@@ -148,7 +149,7 @@ async def test_fed_replicas_answer_from_memory_until_the_trigger_notifies_a_chan
         # another product takes the SKU (and sorts first): the SKU's cached answer goes too
         await store.save_catalog(ProductRow("prod-0", "DD1391-100", "Dunk Low", "Nike"),
                                  [("prod-0-a", "9")])
-        await until(notified(2), "the new product notified")
+        await wait_for(notified(2), what="the new product notified")
         for replica in replicas:
             assert (await latest(replica, by_sku)).product.product_id == "prod-0"
             assert _asks(await latest(replica, by_id)) == {
@@ -156,7 +157,7 @@ async def test_fed_replicas_answer_from_memory_until_the_trigger_notifies_a_chan
 
         # TRUNCATE fires no row trigger: its statement trigger says "everything"
         await store.pool.execute("TRUNCATE products CASCADE")
-        await until(notified(3), "the truncation notified")
+        await wait_for(notified(3), what="the truncation notified")
         for replica in replicas:
             with pytest.raises(NotFound):
                 await latest(replica, by_id)

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
-from tests.feeds import feeding, scratch_schema, until
+from tests.feeds import feeding, scratch_schema
+from tests.waiting import wait_for
 
 SCHEMA = "invalidation_test"
 CHANNEL = "invalidation_test_changed"
@@ -79,7 +80,7 @@ async def test_a_fed_cache_answers_from_memory_until_a_commit_names_the_key(
             assert replica_a.cache.stats.notifications == 0
             assert await replica_a.get("a") == "a1"
         for replica in (replica_a, replica_b):
-            await until(lambda r=replica: r.cache.stats.notifications == 1, "notified")
+            await wait_for(lambda r=replica: r.cache.stats.notifications == 1, what="notified")
             assert await replica.get("a") == "a2"  # checked against the database: new
             assert await replica.get("b") == "b1"  # not named: still from memory
             assert replica.reads == 3
@@ -95,7 +96,7 @@ async def test_a_change_committed_during_a_load_is_not_trusted(
         async def commit_a_change_and_see_it_notified() -> None:
             replica.during_read = None
             await update(pool, "a", "a2")
-            await until(lambda: replica.cache.stats.notifications == 1, "notified")
+            await wait_for(lambda: replica.cache.stats.notifications == 1, what="notified")
 
         replica.during_read = commit_a_change_and_see_it_notified
         assert await replica.get("a") == "a1"  # read before the change committed
@@ -133,12 +134,14 @@ async def test_a_lost_feed_makes_every_read_check_until_it_listens_again(
         assert replica.reads == 1
         await pool.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                            " WHERE application_name = $1", feed.application_name)
-        await until(lambda: not replica.cache.feed_connected, "the cache knows the feed is down")
+        await wait_for(lambda: not replica.cache.feed_connected,
+                       what="the cache knows the feed is down")
         await update(pool, "a", "a2")  # committed while nobody listens: never notified
         assert await replica.get("a") == "a2"
         assert await replica.get("a") == "a2"
         assert replica.reads == 3  # down: each read checks
-        await until(lambda: feed.connects == 2 and replica.cache.feed_connected, "reconnected")
+        await wait_for(lambda: feed.connects == 2 and replica.cache.feed_connected,
+                       what="reconnected")
         assert await replica.get("a") == "a2" and replica.reads == 4  # held from before: checked
         assert await replica.get("a") == "a2" and replica.reads == 4  # loaded while up: trusted
 

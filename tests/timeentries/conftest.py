@@ -3,11 +3,8 @@ with fast retry settings, clean timeentries keys and tables, and per-user caller
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import grpc
@@ -146,20 +143,6 @@ async def channel(service: RunningService) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def caller(channel: grpc.aio.Channel) -> Callable[[str], Caller]:
     return lambda email: Caller(channel, email)
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Polls ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s")
-        await asyncio.sleep(every)
 
 
 async def backlog_drained(running: RunningService) -> bool:

@@ -17,7 +17,8 @@ from services.timeentries.store import EntryStore
 from shared.auth import issue_user_token
 from shared.server import RunningService
 from tests.conftest import JWT_SECRET
-from tests.timeentries.conftest import Caller, Zoho, backlog_drained, wait_for
+from tests.timeentries.conftest import Caller, Zoho, backlog_drained
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

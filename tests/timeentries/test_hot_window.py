@@ -16,7 +16,8 @@ from services.timeentries.hot_store import (
 )
 from services.timeentries.sandbox import sandbox_email
 from shared.server import RunningService
-from tests.timeentries.conftest import Caller, Zoho, backlog_drained, wait_for
+from tests.timeentries.conftest import Caller, Zoho, backlog_drained
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -32,8 +32,8 @@ from tests.timeentries.conftest import (
     backlog_drained,
     fast_env,
     sync_projects,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

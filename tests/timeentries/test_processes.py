@@ -24,9 +24,9 @@ from tests.timeentries.conftest import (
     backlog_drained,
     fast_env,
     sync_projects,
-    wait_for,
 )
 from tests.timeentries.test_entries import day
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
