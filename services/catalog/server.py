@@ -385,7 +385,9 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
     """Follows Redis: newer snapshot versions, ClearCache generations, and its health."""
     interval = state.settings.version_poll_seconds
     while True:
-        try:  # metas first: ClearCache bumps the generation before it deletes them
+        # this replica's own publishes first: a meta read while one ran is not followed
+        publishes = {name: tiers.publishes for name, tiers in state.tiers.items()}
+        try:  # metas next: ClearCache bumps the generation before it deletes them
             metas = {name: await state.snapshots.meta(ENTITIES[name]) for name in state.tiers}
             generation = await state.snapshots.generation()
             await _redis_up(state, runtime, True, "")
@@ -404,7 +406,7 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
         state.generation = generation
         for name, tiers in state.tiers.items():
             try:
-                await tiers.follow(metas[name])
+                await tiers.follow(metas[name], publishes[name])
             except REDIS_ERRORS:
                 pass
         await asyncio.sleep(interval)

@@ -11,8 +11,8 @@ each ClearCache so every replica drops its index.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +26,7 @@ from services.catalog.search import collector_paused
 __all__ = ["SnapshotMeta", "SnapshotStore"]
 
 OLD_CHUNKS_GRACE_SECONDS = 60
+SIZE_SAMPLE_ROWS = 500
 GENERATION_KEY = "netsuite:cache:generation"
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -85,16 +86,11 @@ class SnapshotStore:
                     fetched_at: datetime) -> SnapshotMeta:
         """Stores ``records`` as a new version and returns its meta."""
         fields = spec.fields
-        rows = [[record.get(name) for name in fields] for record in records]
-        whole = json.dumps(rows, separators=(",", ":"))
-        chunks = max(1, math.ceil(len(whole) / self.chunk_bytes))
-        per_chunk = max(1, math.ceil(len(rows) / chunks)) if rows else 1
-        bodies = [whole] if chunks == 1 else [
-            json.dumps(rows[i:i + per_chunk], separators=(",", ":"))
-            for i in range(0, len(rows), per_chunk)
-        ]
+        # off the event loop: encoding 50,000 records takes long enough to stall searches
+        bodies = await asyncio.to_thread(self._encode, records, fields)
         version = int(await self._redis.incr(f"netsuite:{spec.name}:version"))
-        meta = SnapshotMeta(version, len(bodies), len(rows), fields, fetched_at, len(whole))
+        meta = SnapshotMeta(version, len(bodies), len(records), fields, fetched_at,
+                            sum(len(body) for body in bodies))
         previous = await self.meta(spec)
         async with self._redis.pipeline(transaction=False) as pipe:
             for number, body in enumerate(bodies):
@@ -106,6 +102,18 @@ class SnapshotStore:
                                 OLD_CHUNKS_GRACE_SECONDS)
             await pipe.execute()
         return meta
+
+    def _encode(self, records: list[Record], fields: tuple[str, ...]) -> list[str]:
+        """The records as JSON arrays of rows, about ``chunk_bytes`` each, every row encoded
+        once: the rows per chunk come from the size of a sample spread over the data set."""
+        rows = [[record.get(name) for name in fields] for record in records]
+        if not rows:
+            return ["[]"]
+        sample = rows[::max(1, len(rows) // SIZE_SAMPLE_ROWS)]
+        row_bytes = len(json.dumps(sample, separators=(",", ":"))) / len(sample)
+        per_chunk = max(1, int(self.chunk_bytes / row_bytes))
+        return [json.dumps(rows[start:start + per_chunk], separators=(",", ":"))
+                for start in range(0, len(rows), per_chunk)]
 
     async def read(self, spec: EntitySpec) -> tuple[list[Record], SnapshotMeta] | None:
         """The current snapshot, or None when there is none (or a chunk has gone)."""

@@ -90,6 +90,13 @@ class EntityTiers:
         self._fetching: asyncio.Task[SearchIndex] | None = None
         self.upstream_error = ""
         self.upstream_failed_at: float | None = None
+        # Held while this replica publishes a data set (snapshot written, index building) and
+        # while it follows Redis. A Redis poll that overlaps a publish saw either the snapshot
+        # this replica is writing (following it would build the same index a second time) or
+        # the one before it (following it would write this replica's data to Redis again): it
+        # is skipped.
+        self._changing = asyncio.Lock()
+        self.publishes = 0  # publishes begun here: see follow()
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -275,15 +282,17 @@ class EntityTiers:
     async def publish(self, records: list[Record], fetched_at: datetime,
                       source: str = SOURCE_NETSUITE) -> SearchIndex:
         """A new data set: snapshot in Redis (other replicas follow), index here."""
-        version = 0
-        try:
-            meta = await self.snapshots.write(self.spec, records, fetched_at)
-            version = meta.version
-        except REDIS_ERRORS as error:
-            log.warning("snapshot_write_failed", entity=self.spec.name,
-                        error=type(error).__name__)
-        index = await self._build(records, version, source, fetched_at)
-        self.install(index)
+        self.publishes += 1
+        async with self._changing:
+            version = 0
+            try:
+                meta = await self.snapshots.write(self.spec, records, fetched_at)
+                version = meta.version
+            except REDIS_ERRORS as error:
+                log.warning("snapshot_write_failed", entity=self.spec.name,
+                            error=type(error).__name__)
+            index = await self._build(records, version, source, fetched_at)
+            self.install(index)
         if source == SOURCE_NETSUITE:  # NetSuite just answered (a fetch or a sync)
             self.upstream_failed_at, self.upstream_error = None, ""
         return index
@@ -323,9 +332,17 @@ class EntityTiers:
 
     # -- following other replicas ------------------------------------------------------------------
 
-    async def follow(self, meta: SnapshotMeta | None) -> None:
+    async def follow(self, meta: SnapshotMeta | None, publishes: int) -> None:
         """Loads the Redis snapshot when it holds newer data than this replica's index; writes
-        this replica's data to Redis when it is newer (a sync ran while Redis was down)."""
+        this replica's data to Redis when it is newer (a sync ran while Redis was down).
+        ``meta`` is what Redis held when :attr:`publishes` was ``publishes``: if this replica
+        has begun a publish since, the poll is stale and does nothing (the next one follows)."""
+        if publishes != self.publishes or self._changing.locked():
+            return
+        async with self._changing:
+            await self._follow(meta)
+
+    async def _follow(self, meta: SnapshotMeta | None) -> None:
         index = self.index
         if index is None or (meta is not None and meta.version == index.version):
             return

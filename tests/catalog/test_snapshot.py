@@ -1,0 +1,123 @@
+"""The Redis tier's snapshot (chunks of JSON rows under a versioned meta), and a replica's own
+publish not being followed back from Redis while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.catalog.records import CUSTOMERS, Record
+from services.catalog.snapshot import OLD_CHUNKS_GRACE_SECONDS, SnapshotStore
+from services.catalog.tiers import EntityTiers, TierOptions
+from shared.metrics import Metrics
+from tests.waiting import wait_for
+
+
+def customers(count: int) -> list[Record]:
+    return [{name: (n if name == "netsuite_id" else f"{name} of {n} ü")
+             for name in CUSTOMERS.fields} for n in range(1, count + 1)]
+
+
+@pytest.fixture
+async def redis(redis_url: str, clean: None) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_a_snapshot_is_chunks_of_json_rows_of_about_the_chunk_size(
+    redis: aioredis.Redis,
+) -> None:
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    records = customers(1000)
+    meta = await store.write(CUSTOMERS, records, datetime.now(UTC))
+
+    bodies = await redis.mget([store.chunk_key(CUSTOMERS, meta.version, n)
+                               for n in range(meta.chunks)])
+    assert meta.chunks == len(bodies) > 5
+    assert meta.bytes == sum(len(body) for body in bodies)
+    rows = [row for body in bodies for row in json.loads(body)]  # each chunk on its own
+    assert len(rows) == meta.total == 1000
+    assert all(10_000 < len(body) < 30_000 for body in bodies[:-1])
+    found = await store.read(CUSTOMERS)
+    assert found is not None
+    assert found[0] == records
+
+
+async def test_a_new_version_leaves_the_old_chunks_a_grace_period(
+    redis: aioredis.Redis,
+) -> None:
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    first = await store.write(CUSTOMERS, customers(300), datetime.now(UTC))
+    second = await store.write(CUSTOMERS, customers(200), datetime.now(UTC))
+
+    assert second.version > first.version
+    for n in range(first.chunks):
+        assert 0 < await redis.ttl(store.chunk_key(CUSTOMERS, first.version, n)) \
+            <= OLD_CHUNKS_GRACE_SECONDS
+    assert await redis.ttl(store.chunk_key(CUSTOMERS, second.version, 0)) > 500
+    found = await store.read(CUSTOMERS)
+    assert found is not None and len(found[0]) == 200
+
+
+async def test_an_empty_data_set_is_one_empty_chunk(redis: aioredis.Redis) -> None:
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    meta = await store.write(CUSTOMERS, [], datetime.now(UTC))
+    assert (meta.chunks, meta.total) == (1, 0)
+    assert await store.read(CUSTOMERS) == ([], meta)
+
+
+async def test_a_poll_overlapping_this_replicas_publish_is_not_followed(
+    redis: aioredis.Redis,
+) -> None:
+    """Redis polled mid-publish holds the snapshot being published (following it would build
+    the same index twice) or the one before (following it would write the data again)."""
+    snapshots = SnapshotStore(redis, chunk_bytes=200_000, ttl_seconds=600)
+    tiers = EntityTiers(
+        CUSTOMERS, store=None, snapshots=snapshots, client=None,  # type: ignore[arg-type]
+        metrics=Metrics("test"), options=TierOptions(),
+        spawn=lambda coroutine, name: asyncio.ensure_future(coroutine),
+    )
+    await tiers.publish(customers(2000), datetime.now(UTC))
+    loads_from_redis = 0
+    load = tiers.load_from_redis
+
+    async def counted_load() -> object:
+        nonlocal loads_from_redis
+        loads_from_redis += 1
+        return await load()
+
+    tiers.load_from_redis = counted_load  # type: ignore[method-assign]
+
+    # a poll read before a publish, followed after it
+    polled = (tiers.publishes, await snapshots.meta(CUSTOMERS))
+    published = (await tiers.publish(customers(2100), datetime.now(UTC))).version
+    await tiers.follow(polled[1], polled[0])
+    meta = await snapshots.meta(CUSTOMERS)
+    assert meta is not None and meta.version == published and meta.total == 2100
+
+    # a poll read while a publish runs (its snapshot written, its index still building)
+    publishing = asyncio.create_task(tiers.publish(customers(2500), datetime.now(UTC)))
+
+    async def snapshot_written() -> bool:
+        meta = await snapshots.meta(CUSTOMERS)
+        return meta is not None and meta.total == 2500
+
+    await wait_for(snapshot_written, timeout=10, every=0.001)
+    await tiers.follow(await snapshots.meta(CUSTOMERS), tiers.publishes)
+    index = await asyncio.wait_for(publishing, timeout=30)
+    meta = await snapshots.meta(CUSTOMERS)
+    assert meta is not None and meta.version == index.version and meta.total == 2500
+    assert tiers.index is index and loads_from_redis == 0
+
+    # a poll after the publish is followed as ever: another replica's newer snapshot
+    await snapshots.write(CUSTOMERS, customers(2600), datetime.now(UTC))
+    await tiers.follow(await snapshots.meta(CUSTOMERS), tiers.publishes)
+    assert loads_from_redis == 1 and tiers.index is not None and len(tiers.index) == 2600
