@@ -200,12 +200,17 @@ class CatalogStore:
         result: DeltaResult,
     ) -> None:
         names = ", ".join(fields)
+        incoming_names = ", ".join(f"i.{name}" for name in fields)
         updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in fields if name != "netsuite_id")
-        # valid records: insert new ones, rewrite changed ones (or revived / previously failed)
+        # valid records: insert new ones, rewrite changed ones (or revived / previously failed);
+        # the join picks them out, so unchanged ones never reach the conflict check
         await connection.execute(
             f"INSERT INTO {table} ({names}, content_hash, sync_status, sync_error,"
-            f" last_synced_at) SELECT {names}, content_hash, 'SYNCED', '', $1 FROM incoming"
-            f" WHERE sync_status <> 'FAILED'"
+            f" last_synced_at) SELECT {incoming_names}, i.content_hash, 'SYNCED', '', $1"
+            f" FROM incoming i LEFT JOIN {table} t USING (netsuite_id)"
+            f" WHERE i.sync_status <> 'FAILED' AND (t.netsuite_id IS NULL"
+            f" OR t.content_hash <> i.content_hash OR t.deleted_at IS NOT NULL"
+            f" OR t.sync_status <> 'SYNCED')"
             f" ON CONFLICT (netsuite_id) DO UPDATE SET {updates},"
             f" content_hash = EXCLUDED.content_hash, sync_status = 'SYNCED', sync_error = '',"
             f" last_synced_at = EXCLUDED.last_synced_at, deleted_at = NULL, updated_at = now()"
