@@ -1,0 +1,162 @@
+"""The Redis invalidation feed: Redis server-assisted client-side caching on one dedicated
+connection, telling this replica's read caches (:class:`shared.readcache.VersionedReadCache`)
+which keys changed, as :mod:`shared.invalidation` does with PostgreSQL ``LISTEN``.
+
+The connection speaks RESP2 and turns tracking on for itself in broadcasting mode::
+
+    CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix> ...
+    SUBSCRIBE __redis__:invalidate
+
+From then on Redis sends it, at the end of every event-loop turn that changed keys starting
+with a prefix, one message naming those keys (a script that changes three of them: one message
+with three keys), and a message with no keys (``nil``) when a database is flushed. The feed
+turns each key into a cache tag with ``tag_of_key`` (None: not a key the caches show) and
+calls :meth:`~shared.readcache.VersionedReadCache.invalidate`; a flush invalidates
+:data:`~shared.readcache.EVERYTHING`.
+
+Why broadcasting rather than Redis's default mode (tracking the keys a data connection read):
+the tracking then lives on the feed's own connection, so it does not depend on which connection
+read what (a data connection that reconnects would lose its tracked keys, and its
+``REDIRECT`` would have to follow the feed's connection id), and Redis keeps no table of the
+keys each client read. The price: every replica hears of every change under the prefixes,
+whether it holds a value for it or not (see the service's README for what that costs).
+
+Messages carry key names, not database numbers: a change to the same key name in another
+logical database, or a flush of another database, invalidates too (more checks, never a stale
+answer).
+
+The caches trust nothing the feed may have missed: :meth:`~VersionedReadCache.feed_up` is
+called only once tracking is on and the subscription is confirmed (values loaded from then on
+may be trusted); when the connection drops, is killed (``CLIENT KILL``), or leaves a ``PING``
+unanswered (checked after :data:`~shared.invalidation.KEEPALIVE_SECONDS` without a message),
+the caches are told at once (:meth:`~VersionedReadCache.feed_down`: every read checks Redis)
+and the feed reconnects, backing off up to :data:`~shared.invalidation.MAX_RECONNECT_DELAY`,
+and turns tracking on again on its new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import structlog
+from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+from shared.invalidation import KEEPALIVE_SECONDS, MAX_RECONNECT_DELAY
+from shared.readcache import EVERYTHING, VersionedReadCache
+
+__all__ = ["INVALIDATION_CHANNEL", "RedisInvalidationFeed"]
+
+log = structlog.get_logger("redis_invalidation")
+
+INVALIDATION_CHANNEL: Final = "__redis__:invalidate"
+_CONNECT_TIMEOUT: Final = 10.0
+
+
+class RedisInvalidationFeed:
+    """Hears of changes to keys starting with any of ``prefixes`` and feeds ``caches`` the
+    tags ``tag_of_key`` gives them. Run :meth:`run` as a background task; cancelling it closes
+    the connection (and leaves the caches checking every read)."""
+
+    def __init__(
+        self, redis_url: str, prefixes: Sequence[str], tag_of_key: Callable[[str], str | None],
+        caches: Sequence[VersionedReadCache[Any, Any]], *,
+        keepalive_seconds: float = KEEPALIVE_SECONDS, first_retry_delay: float = 0.1,
+    ) -> None:
+        if not prefixes:
+            raise ValueError("give at least one key prefix (an empty one means every key)")
+        self._prefixes = tuple(prefixes)
+        self._tag_of_key = tag_of_key
+        self._caches = tuple(caches)
+        self._keepalive_seconds = keepalive_seconds
+        self._first_retry_delay = first_retry_delay
+        # RESP2, replies as bytes (key names are decoded here, never refused)
+        self._connections = ConnectionPool.from_url(
+            redis_url, protocol=2, socket_connect_timeout=_CONNECT_TIMEOUT,
+            client_name="syncsuite-invalidation-feed")
+        self.connected = asyncio.Event()
+        self.connects = 0  # successful (re)connections, for tests and logs
+        self.client_id: int | None = None  # the connection's CLIENT ID while connected
+        self.messages = 0  # invalidation messages received (for tests and measurements)
+
+    async def run(self) -> None:
+        delay = self._first_retry_delay
+        while True:
+            try:
+                await self._listen_until_lost()
+                delay = self._first_retry_delay  # it was up: start backing off afresh
+            except (OSError, RedisError, TimeoutError) as error:
+                log.warning("redis_invalidation_feed_down", prefixes=self._prefixes,
+                            error=type(error).__name__, retry_in_seconds=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RECONNECT_DELAY)
+
+    async def _listen_until_lost(self) -> None:
+        connection = self._connections.make_connection()
+        try:
+            await connection.connect()
+            client_id = int(await self._command(connection, "CLIENT", "ID"))
+            await self._command(connection, "CLIENT", "TRACKING", "ON", "REDIRECT", client_id,
+                                "BCAST", *(arg for prefix in self._prefixes
+                                           for arg in ("PREFIX", prefix)))
+            confirmation = await self._command(connection, "SUBSCRIBE", INVALIDATION_CHANNEL)
+            if confirmation[0] != b"subscribe":
+                raise RedisError(f"unexpected answer to SUBSCRIBE: {confirmation[0]!r}")
+            for cache in self._caches:
+                cache.feed_up()  # tracked and subscribed: no change from now on is missed
+            self.client_id = client_id
+            self.connected.set()
+            self.connects += 1
+            log.info("redis_invalidation_feed_listening", prefixes=self._prefixes,
+                     client_id=client_id, connects=self.connects)
+            await self._receive(connection)
+        finally:
+            self._down()
+            await connection.disconnect(nowait=True)
+
+    async def _command(self, connection: AbstractConnection, *command: Any) -> Any:
+        await connection.send_command(*command)
+        reply = await connection.read_response(timeout=_CONNECT_TIMEOUT)
+        if reply is None:
+            raise TimeoutError(f"Redis did not answer {command[0]} {command[1]}")
+        return reply
+
+    async def _receive(self, connection: AbstractConnection) -> None:
+        """Hands every message to the caches until the connection fails; a quiet connection
+        is asked a PING, and given up if the next quiet spell passes without its answer."""
+        ping_unanswered = False
+        while True:
+            message = await connection.read_response(timeout=self._keepalive_seconds)
+            if message is None:  # quiet for a keep-alive period
+                if ping_unanswered:
+                    raise TimeoutError("Redis left the feed's PING unanswered")
+                await connection.send_command("PING")
+                ping_unanswered = True
+            elif message[0] == b"message":
+                self._invalidated(message[2])
+            elif message[0] == b"pong":
+                ping_unanswered = False
+
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        self.messages += 1
+        if keys is None:  # a database was flushed
+            tags: Sequence[str] = (EVERYTHING,)
+        else:
+            tag_of_key = self._tag_of_key
+            tags = [tag for key in keys
+                    if (tag := tag_of_key(key.decode("utf-8", "surrogateescape"))) is not None]
+            if not tags:
+                return
+        for cache in self._caches:
+            cache.invalidate(tags)
+
+    def _down(self) -> None:
+        if self.connected.is_set():
+            log.warning("redis_invalidation_feed_lost", prefixes=self._prefixes)
+        self.client_id = None
+        self.connected.clear()
+        for cache in self._caches:
+            cache.feed_down()
