@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from services.catalog.records import EntitySpec, Record
 from services.catalog.search import collector_paused
 
-__all__ = ["SnapshotMeta", "SnapshotStore"]
+__all__ = ["EncodedChunks", "SnapshotMeta", "SnapshotStore"]
 
 OLD_CHUNKS_GRACE_SECONDS = 60
 SIZE_SAMPLE_ROWS = 500
@@ -56,6 +56,14 @@ class SnapshotMeta:
                    int(data.get("bytes", 0)))
 
 
+@dataclass(frozen=True)
+class EncodedChunks:
+    """A data set encoded for the snapshot, not stored yet."""
+
+    bodies: tuple[str, ...]
+    total: int
+
+
 class SnapshotStore:
     def __init__(self, redis: aioredis.Redis, *, chunk_bytes: int, ttl_seconds: int) -> None:
         self._redis = redis
@@ -85,11 +93,16 @@ class SnapshotStore:
     async def write(self, spec: EntitySpec, records: list[Record],
                     fetched_at: datetime) -> SnapshotMeta:
         """Stores ``records`` as a new version and returns its meta."""
-        fields = spec.fields
         # off the event loop: encoding 50,000 records takes long enough to stall searches
-        bodies = await asyncio.to_thread(self._encode, records, fields)
+        chunks = await asyncio.to_thread(self.encode, spec, records)
+        return await self.store(spec, chunks, fetched_at)
+
+    async def store(self, spec: EntitySpec, chunks: EncodedChunks,
+                    fetched_at: datetime) -> SnapshotMeta:
+        """Stores chunks made by :meth:`encode` as a new version and returns its meta."""
+        bodies = chunks.bodies
         version = int(await self._redis.incr(f"netsuite:{spec.name}:version"))
-        meta = SnapshotMeta(version, len(bodies), len(records), fields, fetched_at,
+        meta = SnapshotMeta(version, len(bodies), chunks.total, spec.fields, fetched_at,
                             sum(len(body) for body in bodies))
         previous = await self.meta(spec)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -103,17 +116,19 @@ class SnapshotStore:
             await pipe.execute()
         return meta
 
-    def _encode(self, records: list[Record], fields: tuple[str, ...]) -> list[str]:
+    def encode(self, spec: EntitySpec, records: list[Record]) -> EncodedChunks:
         """The records as JSON arrays of rows, about ``chunk_bytes`` each, every row encoded
-        once: the rows per chunk come from the size of a sample spread over the data set."""
+        once: the rows per chunk come from the size of a sample spread over the data set.
+        Plain CPU work with no I/O: callers run it in a worker thread."""
+        fields = spec.fields
         rows = [[record.get(name) for name in fields] for record in records]
         if not rows:
-            return ["[]"]
+            return EncodedChunks(("[]",), 0)
         sample = rows[::max(1, len(rows) // SIZE_SAMPLE_ROWS)]
         row_bytes = len(json.dumps(sample, separators=(",", ":"))) / len(sample)
         per_chunk = max(1, int(self.chunk_bytes / row_bytes))
-        return [json.dumps(rows[start:start + per_chunk], separators=(",", ":"))
-                for start in range(0, len(rows), per_chunk)]
+        return EncodedChunks(tuple(json.dumps(rows[start:start + per_chunk], separators=(",", ":"))
+                                   for start in range(0, len(rows), per_chunk)), len(rows))
 
     async def read(self, spec: EntitySpec) -> tuple[list[Record], SnapshotMeta] | None:
         """The current snapshot, or None when there is none (or a chunk has gone)."""

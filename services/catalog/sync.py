@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from services.catalog.kpis import KpiService
 from services.catalog.netsuite import NetSuiteClient
 from services.catalog.records import ENTITIES, EntitySpec
-from services.catalog.store import CatalogStore
-from services.catalog.tiers import EntityTiers, parse_rows
-from shared.sync import SyncJob
+from services.catalog.store import CatalogStore, IncomingRecord
+from services.catalog.tiers import EntityTiers, PreparedPublish, parse_rows
+from shared.sync import Operation, SyncJob
 
 __all__ = ["CatalogSync"]
 
@@ -76,39 +76,59 @@ class CatalogSync:
                     self._client.fetch(spec, since), self._client.fetch_ids(spec))
             fetch_seconds = time.perf_counter() - fetch_started
             incoming, skipped = await asyncio.to_thread(parse_rows, spec, rows, self._client.zone)
-            job.progress(start + (end - start) / 2, f"writing {len(incoming)} {spec.name}")
-            result = await self._store.apply(
-                spec, incoming, dry_run=job.dry_run, delete_missing=since is None,
-                present_ids=present,
-            )
-            op.records = len(incoming)
-            op.counts.add(result.counts)
             op.counts.skipped = skipped
-            op.details.update({
-                "mode": "full" if since is None else "incremental",
-                "fetch_s": f"{fetch_seconds:.3f}", "write_s": f"{result.seconds:.3f}",
-                "database_round_trips": str(result.round_trips),
-                "upstream_requests": str(self._client.http.stats.requests),
-            })
-            if since is not None:
-                op.details["since"] = since.isoformat()
-            if not job.dry_run:
-                newest = max((item.record["last_modified"] for item in incoming
-                              if item.record.get("last_modified")), default="")
-                if newest:
-                    await self._store.set_cursor(spec, datetime.fromisoformat(newest))
-                publish_started = time.perf_counter()
-                tiers = self._tiers[spec.name]
-                if since is None:  # a full fetch is the whole valid data set already
-                    await tiers.publish([item.record for item in incoming if not item.error],
-                                        datetime.now(UTC))
-                else:  # changes only: merged into the current data set
-                    assert present is not None
-                    removed = set(tiers.index.by_id) - set(present) if tiers.index else set()
-                    removed.update(item.record["netsuite_id"] for item in incoming if item.error)
-                    op.details["publish_from"] = await tiers.apply_changes(
-                        [item.record for item in incoming if not item.error], removed)
-                op.details["publish_s"] = f"{time.perf_counter() - publish_started:.3f}"
+            op.details["fetch_s"] = f"{fetch_seconds:.3f}"
+            job.progress(start + (end - start) / 2, f"writing {len(incoming)} {spec.name}")
+            tiers = self._tiers[spec.name]
+            # a full fetch is the whole valid data set: its index and snapshot are made while
+            # PostgreSQL writes, and published once the write has committed
+            preparing = None if job.dry_run or since is not None else asyncio.create_task(
+                tiers.prepare([item.record for item in incoming if not item.error],
+                              datetime.now(UTC)))
+            try:
+                await self._write_and_publish(job, op, spec, incoming, since, present, preparing)
+            finally:
+                if preparing is not None and not preparing.done():
+                    preparing.cancel()  # the write failed: nothing is published
             ok = True
         job.progress(end, "")  # the job's message becomes its summary at the end
         return ok
+
+    async def _write_and_publish(
+        self, job: SyncJob, op: Operation, spec: EntitySpec, incoming: list[IncomingRecord],
+        since: datetime | None, present: list[int] | None,
+        preparing: asyncio.Task[PreparedPublish] | None,
+    ) -> None:
+        """The delta into PostgreSQL, then (unless a dry run) the cursor, and the data set to
+        Redis and this replica's index: the prepared one, or the changes merged in."""
+        result = await self._store.apply(
+            spec, incoming, dry_run=job.dry_run, delete_missing=since is None,
+            present_ids=present,
+        )
+        op.records = len(incoming)
+        op.counts.add(result.counts)
+        op.details.update({
+            "mode": "full" if since is None else "incremental",
+            "write_s": f"{result.seconds:.3f}",
+            "database_round_trips": str(result.round_trips),
+            "upstream_requests": str(self._client.http.stats.requests),
+        })
+        if since is not None:
+            op.details["since"] = since.isoformat()
+        if job.dry_run:
+            return
+        newest = max((item.record["last_modified"] for item in incoming
+                      if item.record.get("last_modified")), default="")
+        if newest:
+            await self._store.set_cursor(spec, datetime.fromisoformat(newest))
+        publish_started = time.perf_counter()
+        tiers = self._tiers[spec.name]
+        if preparing is not None:
+            await tiers.publish_prepared(await preparing)
+        else:  # changes only: merged into the current data set
+            assert present is not None
+            removed = set(tiers.index.by_id) - set(present) if tiers.index else set()
+            removed.update(item.record["netsuite_id"] for item in incoming if item.error)
+            op.details["publish_from"] = await tiers.apply_changes(
+                [item.record for item in incoming if not item.error], removed)
+        op.details["publish_s"] = f"{time.perf_counter() - publish_started:.3f}"

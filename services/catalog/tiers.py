@@ -30,14 +30,14 @@ import structlog
 from services.catalog.netsuite import NetSuiteClient
 from services.catalog.records import EntitySpec, Record, parse_row
 from services.catalog.search import SearchIndex, build_index
-from services.catalog.snapshot import SnapshotMeta, SnapshotStore
+from services.catalog.snapshot import EncodedChunks, SnapshotMeta, SnapshotStore
 from services.catalog.store import CatalogStore, IncomingRecord
 from shared.errors import Unavailable, UpstreamError
 from shared.metrics import Metrics
 
 __all__ = [
     "FILTERS", "REDIS_ERRORS", "SOURCE_NETSUITE", "SOURCE_POSTGRES", "SOURCE_REDIS",
-    "EntityTiers", "TierOptions", "parse_rows",
+    "EntityTiers", "PreparedPublish", "TierOptions", "parse_rows",
 ]
 
 log = structlog.get_logger("catalog.tiers")
@@ -70,6 +70,16 @@ def parse_rows(spec: EntitySpec, rows: list[dict[str, Any]], zone: ZoneInfo
             continue
         incoming.append(IncomingRecord(parsed.record, parsed.error))
     return incoming, skipped
+
+
+@dataclass(frozen=True)
+class PreparedPublish:
+    """A data set ready to publish: its snapshot chunks and its index (its version is set
+    when the snapshot is stored)."""
+
+    chunks: EncodedChunks
+    index: SearchIndex
+    fetched_at: datetime
 
 
 class EntityTiers:
@@ -282,18 +292,31 @@ class EntityTiers:
     async def publish(self, records: list[Record], fetched_at: datetime,
                       source: str = SOURCE_NETSUITE) -> SearchIndex:
         """A new data set: snapshot in Redis (other replicas follow), index here."""
+        return await self.publish_prepared(await self.prepare(records, fetched_at, source))
+
+    async def prepare(self, records: list[Record], fetched_at: datetime,
+                      source: str = SOURCE_NETSUITE) -> PreparedPublish:
+        """The CPU work of a publish (the index and the snapshot's chunks, built in worker
+        threads) with no effect yet: a sync prepares while PostgreSQL writes, and publishes
+        once the write has committed."""
+        chunks, index = await asyncio.gather(
+            asyncio.to_thread(self.snapshots.encode, self.spec, records),
+            self._build(records, 0, source, fetched_at),
+        )
+        return PreparedPublish(chunks, index, fetched_at)
+
+    async def publish_prepared(self, prepared: PreparedPublish) -> SearchIndex:
         self.publishes += 1
         async with self._changing:
-            version = 0
+            index = prepared.index
             try:
-                meta = await self.snapshots.write(self.spec, records, fetched_at)
-                version = meta.version
+                meta = await self.snapshots.store(self.spec, prepared.chunks, prepared.fetched_at)
+                index.version = meta.version
             except REDIS_ERRORS as error:
                 log.warning("snapshot_write_failed", entity=self.spec.name,
                             error=type(error).__name__)
-            index = await self._build(records, version, source, fetched_at)
             self.install(index)
-        if source == SOURCE_NETSUITE:  # NetSuite just answered (a fetch or a sync)
+        if index.source == SOURCE_NETSUITE:  # NetSuite just answered (a fetch or a sync)
             self.upstream_failed_at, self.upstream_error = None, ""
         return index
 

@@ -173,3 +173,36 @@ async def test_incremental_sync_misses_nothing_whatever_netsuites_time_zone(
                 assert op.details["mode"] == "incremental"
                 assert op.counts.updated == len(change["changed"]) == 20
                 assert op.counts.created == 1
+
+
+async def test_a_full_sync_whose_database_write_fails_publishes_nothing(
+    env: dict[str, str], sandbox: RunningSandbox, clean: None, database_url: str
+) -> None:
+    """The index and snapshot of a full sync are made while PostgreSQL writes: a write that
+    fails leaves every tier as it was."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with start_catalog(env) as catalog:
+            assert (await catalog.sync("customers")).status == COMPLETED
+            before = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
+            sandbox.mutate(entity="customers", share=0.0, add=1)  # customer 301 appears
+            await connection.execute("""
+                CREATE FUNCTION catalog.refuse_writes() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; END $$;
+                CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON catalog.customers
+                    FOR EACH ROW EXECUTE FUNCTION catalog.refuse_writes();
+            """)
+            try:
+                failed = await catalog.sync("customers", full=True)
+            finally:
+                await connection.execute("DROP FUNCTION catalog.refuse_writes() CASCADE")
+            assert failed.status == sync_pb2.SYNC_STATUS_FAILED
+            assert "No space left on device" in failed.error
+            assert (await catalog.search("CUST-000301")).total_size == 0
+            after = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
+            assert after.entities[0].index_version == before.entities[0].index_version
+
+            assert (await catalog.sync("customers", full=True)).status == COMPLETED
+            assert (await catalog.search("CUST-000301")).total_size == 1
+    finally:
+        await connection.close()
