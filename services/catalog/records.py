@@ -28,9 +28,8 @@ __all__ = [
     "ParsedRow",
     "Record",
     "content_hash",
-    "format_moment",
-    "parse_moment",
     "parse_row",
+    "utc_moment",
 ]
 
 Record = dict[str, Any]
@@ -82,20 +81,20 @@ ITEMS = EntitySpec(
 ENTITIES: dict[str, EntitySpec] = {"customers": CUSTOMERS, "items": ITEMS}
 
 
-def parse_moment(value: Any, zone: ZoneInfo) -> datetime:
+def utc_moment(value: Any, zone: ZoneInfo) -> str:
     """A NetSuite moment ("2024-01-31T09:15:00" or "2024-01-31 09:15:00", account time zone,
-    or with an explicit offset) as an aware UTC datetime."""
+    or with an explicit offset) as ISO-8601 in UTC, whole seconds
+    ("2024-01-31T17:15:00+00:00"). Raises ValueError when it is not a moment."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError("missing")
-    parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
-
-
-def format_moment(value: datetime) -> str:
-    """ISO-8601 in UTC, whole seconds ("2024-01-31T17:15:00+00:00")."""
-    return value.astimezone(UTC).replace(microsecond=0).isoformat()
+    moment = datetime.fromisoformat(value.strip())
+    if moment.tzinfo is None:  # wall time in the account's zone (fold 0 when ambiguous)
+        offset = zone.utcoffset(moment)
+        assert offset is not None
+        moment -= offset
+    else:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=0).isoformat() + "+00:00"
 
 
 _NOT_TEXT = frozenset({"netsuite_id", "is_person", "is_inactive", "date_created",
@@ -136,7 +135,7 @@ def parse_row(spec: EntitySpec, row: dict[str, Any], zone: ZoneInfo) -> ParsedRo
         if field not in spec.fields:
             continue
         try:
-            record[field] = format_moment(parse_moment(row.get(column), zone))
+            record[field] = utc_moment(row.get(column), zone)
         except ValueError:
             record[field] = ""
             problems.append(f"{column} is not a date: {str(row.get(column))[:40]!r}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from services.catalog.records import ENTITIES, content_hash, parse_row
+import pytest
+
+from services.catalog.records import ENTITIES, content_hash, parse_row, utc_moment
 
 ZONE = ZoneInfo("America/Los_Angeles")
 ROW = {"id": "17", "entityid": "CUST-17", "companyname": "Acme Inc.", "isperson": "F",
@@ -22,6 +24,24 @@ def test_a_valid_row_in_the_accounts_time_zone() -> None:
     assert record["is_person"] is False
     assert record["date_created"] == "2024-01-31T17:15:00+00:00"  # PST = UTC-8
     assert record["last_modified"] == "2024-07-02T06:30:00+00:00"  # PDT = UTC-7
+
+
+@pytest.mark.parametrize(("sent", "utc"), [
+    ("2024-01-31 09:15:00", "2024-01-31T17:15:00+00:00"),
+    ("2024-01-31T09:15:00.750", "2024-01-31T17:15:00+00:00"),  # whole seconds
+    ("2021-03-14 02:30:00", "2021-03-14T10:30:00+00:00"),  # in the spring-forward gap
+    ("2021-11-07 01:30:00", "2021-11-07T08:30:00+00:00"),  # ambiguous: the first one (PDT)
+    ("2021-11-07 01:30:00+05:00", "2021-11-06T20:30:00+00:00"),  # its own offset wins
+    (" 2024-07-01 23:30:00 ", "2024-07-02T06:30:00+00:00"),
+])
+def test_moments_in_the_accounts_time_zone_become_utc(sent: str, utc: str) -> None:
+    assert utc_moment(sent, ZONE) == utc
+
+
+@pytest.mark.parametrize("sent", ["", "  ", None, "yesterday", "2024-13-01 00:00:00", 17])
+def test_what_is_not_a_moment_is_refused(sent: object) -> None:
+    with pytest.raises(ValueError):
+        utc_moment(sent, ZONE)
 
 
 def test_invalid_rows_say_why() -> None:
