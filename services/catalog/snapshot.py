@@ -28,6 +28,11 @@ __all__ = ["EncodedChunks", "SnapshotMeta", "SnapshotStore"]
 OLD_CHUNKS_GRACE_SECONDS = 60
 SIZE_SAMPLE_ROWS = 500
 GENERATION_KEY = "netsuite:cache:generation"
+_SET_META_IF_GENERATION = """
+if ARGV[1] ~= '' and (redis.call('get', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -95,25 +100,38 @@ class SnapshotStore:
         """Stores ``records`` as a new version and returns its meta."""
         # off the event loop: encoding 50,000 records takes long enough to stall searches
         chunks = await asyncio.to_thread(self.encode, spec, records)
-        return await self.store(spec, chunks, fetched_at)
+        meta = await self.store(spec, chunks, fetched_at)
+        assert meta is not None  # stored whatever the generation
+        return meta
 
-    async def store(self, spec: EntitySpec, chunks: EncodedChunks,
-                    fetched_at: datetime) -> SnapshotMeta:
-        """Stores chunks made by :meth:`encode` as a new version and returns its meta."""
+    async def store(self, spec: EntitySpec, chunks: EncodedChunks, fetched_at: datetime,
+                    generation: int | None = None) -> SnapshotMeta | None:
+        """Stores chunks made by :meth:`encode` as a new version and returns its meta. With
+        ``generation`` (what :meth:`generation` said when the data began to be fetched),
+        nothing is stored and None returned if a ClearCache has moved it on since."""
         bodies = chunks.bodies
         version = int(await self._redis.incr(f"netsuite:{spec.name}:version"))
         meta = SnapshotMeta(version, len(bodies), chunks.total, spec.fields, fetched_at,
                             sum(len(body) for body in bodies))
         previous = await self.meta(spec)
+        keys = [self.chunk_key(spec, version, number) for number in range(len(bodies))]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for number, body in enumerate(bodies):
-                pipe.set(self.chunk_key(spec, version, number), body, ex=self.ttl_seconds)
-            pipe.set(self.meta_key(spec), meta.as_json(), ex=self.ttl_seconds)
-            if previous is not None:
+            for key, body in zip(keys, bodies, strict=True):
+                pipe.set(key, body, ex=self.ttl_seconds)
+            await pipe.execute()
+        # the meta makes the version current: only if no ClearCache came in between
+        stored = await self._redis.eval(
+            _SET_META_IF_GENERATION, 2, GENERATION_KEY, self.meta_key(spec),
+            "" if generation is None else str(generation), meta.as_json(), self.ttl_seconds)
+        if not stored:
+            await self._redis.delete(*keys)
+            return None
+        if previous is not None:
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for number in range(previous.chunks):
                     pipe.expire(self.chunk_key(spec, previous.version, number),
                                 OLD_CHUNKS_GRACE_SECONDS)
-            await pipe.execute()
+                await pipe.execute()
         return meta
 
     def encode(self, spec: EntitySpec, records: list[Record]) -> EncodedChunks:

@@ -17,7 +17,7 @@ from services.catalog.kpis import KpiService
 from services.catalog.netsuite import NetSuiteClient
 from services.catalog.records import ENTITIES, EntitySpec
 from services.catalog.store import CatalogStore, IncomingRecord
-from services.catalog.tiers import EntityTiers, PreparedPublish, parse_rows
+from services.catalog.tiers import EntityTiers, PreparedPublish, PublishTicket, parse_rows
 from shared.sync import Operation, SyncJob
 
 __all__ = ["CatalogSync"]
@@ -64,6 +64,8 @@ class CatalogSync:
     async def _entity(self, job: SyncJob, spec: EntitySpec, start: float, end: float) -> bool:
         ok = False
         async with job.operation(spec.name) as op:
+            tiers = self._tiers[spec.name]
+            ticket = await tiers.ticket()  # before the fetch: see PublishTicket
             cursor = await self._store.cursor(spec)
             since = None if job.full or cursor is None else cursor - self._lookback
             job.progress(start, f"fetching {spec.name} from NetSuite")
@@ -79,14 +81,14 @@ class CatalogSync:
             op.counts.skipped = skipped
             op.details["fetch_s"] = f"{fetch_seconds:.3f}"
             job.progress(start + (end - start) / 2, f"writing {len(incoming)} {spec.name}")
-            tiers = self._tiers[spec.name]
             # a full fetch is the whole valid data set: its index and snapshot are made while
             # PostgreSQL writes, and published once the write has committed
             preparing = None if job.dry_run or since is not None else asyncio.create_task(
                 tiers.prepare([item.record for item in incoming if not item.error],
-                              datetime.now(UTC)))
+                              datetime.now(UTC), ticket))
             try:
-                await self._write_and_publish(job, op, spec, incoming, since, present, preparing)
+                await self._write_and_publish(job, op, spec, incoming, since, present, ticket,
+                                              preparing)
             finally:
                 if preparing is not None and not preparing.done():
                     preparing.cancel()  # the write failed: nothing is published
@@ -96,7 +98,7 @@ class CatalogSync:
 
     async def _write_and_publish(
         self, job: SyncJob, op: Operation, spec: EntitySpec, incoming: list[IncomingRecord],
-        since: datetime | None, present: list[int] | None,
+        since: datetime | None, present: list[int] | None, ticket: PublishTicket,
         preparing: asyncio.Task[PreparedPublish] | None,
     ) -> None:
         """The delta into PostgreSQL, then (unless a dry run) the cursor, and the data set to
@@ -124,11 +126,12 @@ class CatalogSync:
         publish_started = time.perf_counter()
         tiers = self._tiers[spec.name]
         if preparing is not None:
-            await tiers.publish_prepared(await preparing)
+            if not await tiers.publish_prepared(await preparing):
+                op.details["publish_from"] = "dropped: the cache was cleared"
         else:  # changes only: merged into the current data set
             assert present is not None
             removed = set(tiers.index.by_id) - set(present) if tiers.index else set()
             removed.update(item.record["netsuite_id"] for item in incoming if item.error)
             op.details["publish_from"] = await tiers.apply_changes(
-                [item.record for item in incoming if not item.error], removed)
+                [item.record for item in incoming if not item.error], removed, ticket)
         op.details["publish_s"] = f"{time.perf_counter() - publish_started:.3f}"

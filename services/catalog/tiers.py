@@ -6,6 +6,7 @@
     fetch_upstream()      one NetSuite fetch across replicas (a Redis lease): the others wait
                           for the snapshot it writes; writes index, Redis and PostgreSQL
     publish(records)      after a sync: new index here, new snapshot for the other replicas
+                          (dropped if a ClearCache came in since its data began to be fetched)
     poll()                notices a newer snapshot version (or a ClearCache) from another replica
 
 A fetch that fails leaves the best tier answering; ``upstream_error`` says why and searches
@@ -37,7 +38,7 @@ from shared.metrics import Metrics
 
 __all__ = [
     "FILTERS", "REDIS_ERRORS", "SOURCE_NETSUITE", "SOURCE_POSTGRES", "SOURCE_REDIS",
-    "EntityTiers", "PreparedPublish", "TierOptions", "parse_rows",
+    "EntityTiers", "PreparedPublish", "PublishTicket", "TierOptions", "parse_rows",
 ]
 
 log = structlog.get_logger("catalog.tiers")
@@ -73,6 +74,17 @@ def parse_rows(spec: EntitySpec, rows: list[dict[str, Any]], zone: ZoneInfo
 
 
 @dataclass(frozen=True)
+class PublishTicket:
+    """Where the cache stood when data began to be fetched. A ClearCache since then, on this
+    replica or (the Redis generation) on another one, drops the publish of that data: what
+    was asked to be cleared is not brought back by a fetch or sync that was already running.
+    """
+
+    clears: int
+    generation: int | None  # None: Redis was unreachable, no check across replicas
+
+
+@dataclass(frozen=True)
 class PreparedPublish:
     """A data set ready to publish: its snapshot chunks and its index (its version is set
     when the snapshot is stored)."""
@@ -80,6 +92,7 @@ class PreparedPublish:
     chunks: EncodedChunks
     index: SearchIndex
     fetched_at: datetime
+    ticket: PublishTicket
 
 
 class EntityTiers:
@@ -107,6 +120,7 @@ class EntityTiers:
         # is skipped.
         self._changing = asyncio.Lock()
         self.publishes = 0  # publishes begun here: see follow()
+        self._clears = 0  # ClearCaches seen here: see PublishTicket
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -259,6 +273,7 @@ class EntityTiers:
 
     async def _fetch_and_store(self) -> SearchIndex:
         started = time.perf_counter()
+        ticket = await self.ticket()
         try:
             rows = await self.client.fetch(self.spec)
         except UpstreamError as error:
@@ -275,7 +290,9 @@ class EntityTiers:
         fetched_at = datetime.now(UTC)
         incoming, _ = await asyncio.to_thread(parse_rows, self.spec, rows, self.client.zone)
         records = [item.record for item in incoming if not item.error]
-        index = await self.publish(records, fetched_at, SOURCE_NETSUITE)
+        prepared = await self.prepare(records, fetched_at, ticket, SOURCE_NETSUITE)
+        await self.publish_prepared(prepared)  # dropped after a ClearCache: still answers
+        index = prepared.index
         self._spawn(self._persist(incoming), f"persist-{self.spec.name}")
         log.info("upstream_fetched", entity=self.spec.name, records=len(records),
                  duration_s=round(time.perf_counter() - started, 3))
@@ -289,12 +306,23 @@ class EntityTiers:
                  updated=counts.updated, deleted=counts.deleted, failed=counts.failed,
                  duration_s=round(result.seconds, 3))
 
-    async def publish(self, records: list[Record], fetched_at: datetime,
-                      source: str = SOURCE_NETSUITE) -> SearchIndex:
-        """A new data set: snapshot in Redis (other replicas follow), index here."""
-        return await self.publish_prepared(await self.prepare(records, fetched_at, source))
+    async def ticket(self) -> PublishTicket:
+        """Taken when data begins to be fetched, and handed to its publish: see
+        :class:`PublishTicket`."""
+        try:
+            generation: int | None = await self.snapshots.generation()
+        except REDIS_ERRORS:
+            generation = None
+        return PublishTicket(self._clears, generation)
 
-    async def prepare(self, records: list[Record], fetched_at: datetime,
+    async def publish(self, records: list[Record], fetched_at: datetime, ticket: PublishTicket,
+                      source: str = SOURCE_NETSUITE) -> bool:
+        """A new data set: snapshot in Redis (other replicas follow), index here. False when
+        it was dropped, a ClearCache having come in since ``ticket`` was taken."""
+        return await self.publish_prepared(await self.prepare(records, fetched_at, ticket,
+                                                              source))
+
+    async def prepare(self, records: list[Record], fetched_at: datetime, ticket: PublishTicket,
                       source: str = SOURCE_NETSUITE) -> PreparedPublish:
         """The CPU work of a publish (the index and the snapshot's chunks, built in worker
         threads) with no effect yet: a sync prepares while PostgreSQL writes, and publishes
@@ -303,14 +331,24 @@ class EntityTiers:
             asyncio.to_thread(self.snapshots.encode, self.spec, records),
             self._build(records, 0, source, fetched_at),
         )
-        return PreparedPublish(chunks, index, fetched_at)
+        return PreparedPublish(chunks, index, fetched_at, ticket)
 
-    async def publish_prepared(self, prepared: PreparedPublish) -> SearchIndex:
+    async def publish_prepared(self, prepared: PreparedPublish) -> bool:
+        """Stores the snapshot and installs the index; False (nothing done) when a ClearCache
+        came in since the data began to be fetched, here or on another replica."""
         self.publishes += 1
+        index, ticket = prepared.index, prepared.ticket
         async with self._changing:
-            index = prepared.index
+            if ticket.clears != self._clears:
+                log.info("publish_dropped", entity=self.spec.name, reason="cache cleared")
+                return False
             try:
-                meta = await self.snapshots.store(self.spec, prepared.chunks, prepared.fetched_at)
+                meta = await self.snapshots.store(self.spec, prepared.chunks, prepared.fetched_at,
+                                                  ticket.generation)
+                if meta is None:
+                    log.info("publish_dropped", entity=self.spec.name,
+                             reason="cache cleared by another replica")
+                    return False
                 index.version = meta.version
             except REDIS_ERRORS as error:
                 log.warning("snapshot_write_failed", entity=self.spec.name,
@@ -318,18 +356,20 @@ class EntityTiers:
             self.install(index)
         if index.source == SOURCE_NETSUITE:  # NetSuite just answered (a fetch or a sync)
             self.upstream_failed_at, self.upstream_error = None, ""
-        return index
+        return True
 
-    async def refresh_from_database(self) -> SearchIndex | None:
+    async def refresh_from_database(self, ticket: PublishTicket) -> bool:
         """After a sync: the full data set from PostgreSQL, published to every replica."""
         records, _ = await self.store.load(self.spec)
-        return await self.publish(records, datetime.now(UTC), SOURCE_NETSUITE)
+        return await self.publish(records, datetime.now(UTC), ticket, SOURCE_NETSUITE)
 
-    async def apply_changes(self, changed: list[Record], removed: set[int]) -> str:
+    async def apply_changes(self, changed: list[Record], removed: set[int],
+                            ticket: PublishTicket) -> str:
         """After an incremental sync: the current data set with ``changed`` records put in and
         ``removed`` ids taken out, published to every replica. Done in memory when this
         replica's index is the latest snapshot and the result has as many records as
-        PostgreSQL; otherwise the data set is read from PostgreSQL. Says which way it went."""
+        PostgreSQL; otherwise the data set is read from PostgreSQL. Says which way it went
+        (and if the publish was dropped: a ClearCache came in since ``ticket``)."""
         index = self.index
         latest = index is not None and index.source != SOURCE_POSTGRES
         if latest and index is not None:
@@ -346,12 +386,13 @@ class EntityTiers:
                 merged.pop(netsuite_id, None)
             live, failed = await self.store.counts(self.spec)
             if len(merged) == live - failed:
-                await self.publish(list(merged.values()), datetime.now(UTC), SOURCE_NETSUITE)
-                return "memory"
+                published = await self.publish(list(merged.values()), datetime.now(UTC),
+                                               ticket, SOURCE_NETSUITE)
+                return "memory" if published else "memory, dropped: the cache was cleared"
             log.warning("merge_mismatch", entity=self.spec.name, merged=len(merged),
                         database=live - failed)
-        await self.refresh_from_database()
-        return "database"
+        published = await self.refresh_from_database(ticket)
+        return "database" if published else "database, dropped: the cache was cleared"
 
     # -- following other replicas ------------------------------------------------------------------
 
@@ -386,5 +427,7 @@ class EntityTiers:
             await asyncio.wait(tasks, timeout=5)
 
     def drop(self) -> None:
-        """Forgets the index (ClearCache): the next search loads from the tiers again."""
+        """Forgets the index (ClearCache): the next search loads from the tiers again, and
+        data fetched before now is not published."""
+        self._clears += 1
         self.index = None

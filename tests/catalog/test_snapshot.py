@@ -32,6 +32,15 @@ async def redis(redis_url: str, clean: None) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
+def tiers_on(snapshots: SnapshotStore) -> EntityTiers:
+    """The tiers of customers with Redis only (what publishing and following use)."""
+    return EntityTiers(
+        CUSTOMERS, store=None, snapshots=snapshots, client=None,  # type: ignore[arg-type]
+        metrics=Metrics("test"), options=TierOptions(),
+        spawn=lambda coroutine, name: asyncio.ensure_future(coroutine),
+    )
+
+
 async def test_a_snapshot_is_chunks_of_json_rows_of_about_the_chunk_size(
     redis: aioredis.Redis,
 ) -> None:
@@ -80,12 +89,8 @@ async def test_a_poll_overlapping_this_replicas_publish_is_not_followed(
     """Redis polled mid-publish holds the snapshot being published (following it would build
     the same index twice) or the one before (following it would write the data again)."""
     snapshots = SnapshotStore(redis, chunk_bytes=200_000, ttl_seconds=600)
-    tiers = EntityTiers(
-        CUSTOMERS, store=None, snapshots=snapshots, client=None,  # type: ignore[arg-type]
-        metrics=Metrics("test"), options=TierOptions(),
-        spawn=lambda coroutine, name: asyncio.ensure_future(coroutine),
-    )
-    await tiers.publish(customers(2000), datetime.now(UTC))
+    tiers = tiers_on(snapshots)
+    assert await tiers.publish(customers(2000), datetime.now(UTC), await tiers.ticket())
     loads_from_redis = 0
     load = tiers.load_from_redis
 
@@ -98,13 +103,16 @@ async def test_a_poll_overlapping_this_replicas_publish_is_not_followed(
 
     # a poll read before a publish, followed after it
     polled = (tiers.publishes, await snapshots.meta(CUSTOMERS))
-    published = (await tiers.publish(customers(2100), datetime.now(UTC))).version
+    assert await tiers.publish(customers(2100), datetime.now(UTC), await tiers.ticket())
+    assert tiers.index is not None
+    published = tiers.index.version
     await tiers.follow(polled[1], polled[0])
     meta = await snapshots.meta(CUSTOMERS)
     assert meta is not None and meta.version == published and meta.total == 2100
 
     # a poll read while a publish runs (its snapshot written, its index still building)
-    publishing = asyncio.create_task(tiers.publish(customers(2500), datetime.now(UTC)))
+    publishing = asyncio.create_task(
+        tiers.publish(customers(2500), datetime.now(UTC), await tiers.ticket()))
 
     async def snapshot_written() -> bool:
         meta = await snapshots.meta(CUSTOMERS)
@@ -112,12 +120,46 @@ async def test_a_poll_overlapping_this_replicas_publish_is_not_followed(
 
     await wait_for(snapshot_written, timeout=10, every=0.001)
     await tiers.follow(await snapshots.meta(CUSTOMERS), tiers.publishes)
-    index = await asyncio.wait_for(publishing, timeout=30)
+    assert await asyncio.wait_for(publishing, timeout=30)
+    index = tiers.index
     meta = await snapshots.meta(CUSTOMERS)
-    assert meta is not None and meta.version == index.version and meta.total == 2500
-    assert tiers.index is index and loads_from_redis == 0
+    assert index is not None and meta is not None
+    assert meta.version == index.version and meta.total == 2500 and loads_from_redis == 0
 
     # a poll after the publish is followed as ever: another replica's newer snapshot
     await snapshots.write(CUSTOMERS, customers(2600), datetime.now(UTC))
     await tiers.follow(await snapshots.meta(CUSTOMERS), tiers.publishes)
     assert loads_from_redis == 1 and tiers.index is not None and len(tiers.index) == 2600
+
+
+async def test_data_fetched_before_a_clear_cache_is_not_published_after_it(
+    redis: aioredis.Redis,
+) -> None:
+    """A fetch or sync already running at a ClearCache (here, or on another replica: the
+    Redis generation) does not bring back what was cleared."""
+    snapshots = SnapshotStore(redis, chunk_bytes=200_000, ttl_seconds=600)
+    tiers = tiers_on(snapshots)
+    assert await tiers.publish(customers(100), datetime.now(UTC), await tiers.ticket())
+
+    # cleared here while the data was on its way
+    ticket = await tiers.ticket()
+    await snapshots.next_generation()
+    await snapshots.clear(CUSTOMERS)
+    tiers.drop()
+    assert not await tiers.publish(customers(120), datetime.now(UTC), ticket)
+    assert tiers.index is None and await snapshots.meta(CUSTOMERS) is None
+
+    # cleared by another replica, before this one noticed
+    assert await tiers.publish(customers(130), datetime.now(UTC), await tiers.ticket())
+    ticket = await tiers.ticket()
+    await snapshots.next_generation()
+    await snapshots.clear(CUSTOMERS)
+    assert not await tiers.publish(customers(140), datetime.now(UTC), ticket)
+    assert await snapshots.meta(CUSTOMERS) is None
+    assert await redis.keys("netsuite:customers:*:*") == []  # its chunks were taken back
+
+    # data fetched after the clear is published as ever
+    assert await tiers.publish(customers(150), datetime.now(UTC), await tiers.ticket())
+    meta = await snapshots.meta(CUSTOMERS)
+    assert meta is not None and meta.total == 150
+    assert tiers.index is not None and tiers.index.version == meta.version

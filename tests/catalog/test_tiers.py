@@ -169,9 +169,9 @@ async def test_redis_down_search_still_answers_and_health_says_degraded(
 async def test_clear_cache_needs_the_admin_token_and_clears_every_replica(
     service_env: dict[str, str], sandbox: RunningSandbox, clean: None
 ) -> None:
-    # no preload: an index preloaded from PostgreSQL revalidates from NetSuite in the
-    # background, and a fetch still running at the clear may publish right after it
-    env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false")
+    # with preload: an index preloaded from PostgreSQL revalidates from NetSuite in the
+    # background, and such a fetch still running at the clear must not publish after it
+    env = catalog_env(service_env, sandbox.url)
     async with start_catalog(env) as first, start_catalog(env) as second:
         await first.sync("customers")
         with pytest.raises(grpc.aio.AioRpcError) as raised:
