@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.suite import SUITE, SuiteMember
-from shared.processes import ManagedProcess, wait_for_health, wait_for_port
+from shared.processes import ManagedProcess, ProcessExited, wait_for_health, wait_for_port
 
 __all__ = ["SuiteProcesses", "read_or_create_secret"]
 
@@ -64,7 +64,8 @@ class SuiteProcesses:
             ]
             for member, process in sandboxes:
                 port = self.sandbox_port(member)
-                self._await_ready(process, lambda p=port: wait_for_port("127.0.0.1", p, timeout))
+                self._await_ready(process, lambda p=port, alive=process.is_running:
+                                  wait_for_port("127.0.0.1", p, timeout, alive))
             services = [
                 (member, self._spawn(member.name, member.module,
                                      {**env, "SYNCSUITE_GRPC_PORT": str(self.grpc_port(member))}))
@@ -72,7 +73,8 @@ class SuiteProcesses:
             ]
             for member, process in services:
                 address = f"127.0.0.1:{self.grpc_port(member)}"
-                self._await_ready(process, lambda a=address: wait_for_health(a, timeout))
+                self._await_ready(process, lambda a=address, alive=process.is_running:
+                                  wait_for_health(a, timeout, alive=alive))
         except BaseException:
             self.stop()
             raise
@@ -89,7 +91,7 @@ class SuiteProcesses:
     def _await_ready(process: ManagedProcess, check: Callable[[], None]) -> None:
         try:
             check()
-        except TimeoutError as error:
+        except (TimeoutError, ProcessExited) as error:
             status = "exited" if not process.running else "still starting"
             raise RuntimeError(
                 f"{process.name} did not become ready ({status}); last log lines:\n"

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -16,24 +16,38 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.backends import free_port
 
-__all__ = ["ManagedProcess", "free_port", "wait_for_health", "wait_for_port"]
+__all__ = ["ManagedProcess", "ProcessExited", "free_port", "wait_for_health", "wait_for_port"]
 
 
-def wait_for_port(host: str, port: int, timeout: float) -> None:
+class ProcessExited(RuntimeError):
+    """The process being waited for ended before it was ready."""
+
+
+def _still_waiting(what: str, deadline: float, alive: Callable[[], bool] | None) -> None:
+    if alive is not None and not alive():
+        raise ProcessExited(f"the process exited before {what}")
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"not {what} in time")
+    time.sleep(0.1)
+
+
+def wait_for_port(host: str, port: int, timeout: float,
+                  alive: Callable[[], bool] | None = None) -> None:
+    """Waits until something listens on ``host:port``; with ``alive``, stops waiting (raising
+    :class:`ProcessExited`) as soon as it says the process meant to listen has ended."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
-            if time.monotonic() > deadline:
-                message = f"nothing listens on {host}:{port} after {timeout:.0f}s"
-                raise TimeoutError(message) from None
-            time.sleep(0.1)
+            _still_waiting(f"listening on {host}:{port} after {timeout:.0f}s", deadline, alive)
 
 
-def wait_for_health(address: str, timeout: float, service: str = "") -> None:
-    """Waits until the gRPC health service at ``address`` says SERVING."""
+def wait_for_health(address: str, timeout: float, service: str = "",
+                    alive: Callable[[], bool] | None = None) -> None:
+    """Waits until the gRPC health service at ``address`` says SERVING (``alive``: as in
+    :func:`wait_for_port`)."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -44,9 +58,7 @@ def wait_for_health(address: str, timeout: float, service: str = "") -> None:
                     return
             except grpc.RpcError:
                 pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} is not SERVING after {timeout:.0f}s")
-            time.sleep(0.1)
+            _still_waiting(f"SERVING at {address} after {timeout:.0f}s", deadline, alive)
 
 
 class ManagedProcess:
@@ -82,6 +94,10 @@ class ManagedProcess:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def is_running(self) -> bool:
+        """:attr:`running` as a callable, for the ``alive`` of the wait functions."""
+        return self.running
 
     def log_tail(self, lines: int = 30) -> str:
         try:
