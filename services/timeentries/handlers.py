@@ -55,8 +55,10 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
 
     def __post_init__(self) -> None:
         # ListTimeEntries answers of hot ranges by (email, first, last, cursor, page size), each
-        # stamped with the user's data token (hot_store.py): reused while Redis says the token
-        # is unchanged. Held serialized, so a reused answer costs no protobuf encoding.
+        # stamped with the user's data token (hot_store.py) and tagged with the email: answered
+        # from memory while the Redis invalidation feed (server.py) is up and has not named the
+        # user's token since, else reused while a GET says the token is unchanged. Held
+        # serialized, so a reused answer costs no protobuf encoding.
         self.list_cache: VersionedReadCache[ListKey, bytes] = VersionedReadCache(
             max_entries=self.list_cache_entries,
             on_event=partial(self.metrics.cache_hit, "timeentries_list"))
@@ -128,7 +130,10 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         return version
 
     async def _write(self, email: str, write: Any) -> WriteResult:
-        """Runs a write script; a cold projects set is loaded from PostgreSQL once."""
+        """Runs a write script; a cold projects set is loaded from PostgreSQL once. Whatever
+        came of it (a write whose answer was lost may have happened), this replica's held lists
+        of the user are checked on their next read: Redis's invalidation comes on another
+        connection, maybe after the caller's next ListTimeEntries."""
         try:
             result: WriteResult = await write()
             if result.outcome == "cold":
@@ -138,6 +143,8 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
             raise Unavailable("the entry store (Redis) is unavailable; retry") from None
         except (OSError, asyncpg.PostgresError):
             raise Unavailable("the project store is unavailable; retry") from None
+        finally:
+            self.list_cache.invalidate((email,))  # the caller reads its own write here
         if result.outcome in ("cold", "noaccess"):
             raise InvalidArgument("project_id", NO_ACCESS)
         return result
@@ -206,15 +213,16 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
             async def load(held: Versioned[bytes] | None) -> Versioned[bytes] | Unchanged:
                 if held is not None and held.version and (
                         held.version == await self.hot.data_token(email)):
-                    return UNCHANGED  # a hit: one GET (hot_store.py, "Data version")
+                    return UNCHANGED  # confirmed by one GET (hot_store.py, "Data version")
                 nonce = new_nonce()
                 hot = await self.hot.list_rows(email, first, last, hot_start, proof_nonce=nonce)
-                if not hot.complete:  # answered with PostgreSQL: held, but never reused
+                if not hot.complete:  # answered with PostgreSQL: held (untagged), never reused
                     return Versioned("", (await self._list_merged(
                         email, first, last, cursor, size, hot_start, (hot, nonce)
                     )).SerializeToString())
                 return Versioned(hot.token,
-                                 hot_page(hot.rows, email, cursor, size).SerializeToString())
+                                 hot_page(hot.rows, email, cursor, size).SerializeToString(),
+                                 (email,))
 
             return await self.list_cache.get((email, first, last, cursor, size), load)
         except RedisError:

@@ -28,6 +28,12 @@ new token.) No token is ever handed out twice, and none is counted in Redis, so 
 come back to an old token: not after the key expired or was lost (the next read or write sets
 a new one), nor after Redis restarted with its last writes lost (AOF ``everysec``).
 
+A replica need not even GET the token while it hears of every change to it: Redis tracking
+(:mod:`shared.redis_invalidation`, prefix :data:`USER_KEYS_PREFIX`) names each token key that
+was set, deleted or expired, and :func:`email_of_version_key` turns it into the user whose
+answers are no longer trusted; until then, and while that feed is connected, a held answer is
+served from memory (see the README's "Per-replica list cache").
+
 Every write is one Lua script, so the hash, the index, the TTLs and the outbox message are
 written together or not at all (and, with AOF ``appendfsync always``, are on disk before the
 caller is answered).
@@ -51,12 +57,14 @@ __all__ = [
     "NUDGES",
     "OUTBOX",
     "PROJECTS_LOADED",
+    "USER_KEYS_PREFIX",
     "HotEntry",
     "HotRange",
     "HotRows",
     "HotStore",
     "WriteResult",
     "by_date_key",
+    "email_of_version_key",
     "entry_key",
     "hot_window_start",
     "projects_key",
@@ -85,8 +93,19 @@ def unsynced_key(email: str) -> str:
     return f"user:{email}:entries:unsynced"
 
 
+USER_KEYS_PREFIX = "user:"  # every per-user key, the data tokens among them
+_VERSION_KEY_SUFFIX = ":entries:version"
+
+
 def version_key(email: str) -> str:
-    return f"user:{email}:entries:version"
+    return f"{USER_KEYS_PREFIX}{email}{_VERSION_KEY_SUFFIX}"
+
+
+def email_of_version_key(key: str) -> str | None:
+    """The user whose data token ``key`` holds; None for any other key."""
+    if key.startswith(USER_KEYS_PREFIX) and key.endswith(_VERSION_KEY_SUFFIX):
+        return key[len(USER_KEYS_PREFIX):-len(_VERSION_KEY_SUFFIX)] or None
+    return None
 
 
 unique_token = UniqueIds()

@@ -7,7 +7,7 @@ from pathlib import Path
 from syncsuite.timeentries.v1 import timeentries_service_pb2, timeentries_service_pb2_grpc
 
 from services.timeentries.handlers import TimeEntriesServicer
-from services.timeentries.hot_store import HotStore
+from services.timeentries.hot_store import USER_KEYS_PREFIX, HotStore, email_of_version_key
 from services.timeentries.model import Limits
 from services.timeentries.outbox import Outbox
 from services.timeentries.pipelined_redis import PipelinedRedis
@@ -17,36 +17,55 @@ from services.timeentries.store import EntryStore, ProjectStore
 from services.timeentries.worker import SINK_NAMES, Workers, build_workers
 from services.timeentries.zoho import ZohoClient
 from shared.config import load
+from shared.redis_invalidation import RedisInvalidationFeed
 from shared.server import Runtime, ServiceDefinition
 from shared.sync import SyncJob, SyncScope
 
-__all__ = ["SERVICE"]
+__all__ = ["SERVICE", "create_servicer", "feed_list_cache"]
 
 SERVICE_DESCRIPTOR = timeentries_service_pb2.DESCRIPTOR.services_by_name["TimeEntriesService"]
+
+
+def create_servicer(runtime: Runtime, settings: TimeEntriesSettings) -> TimeEntriesServicer:
+    """The RPC handlers over the runtime's PostgreSQL and Redis, their Redis calls on a
+    pipelined connection of their own (closed at stop)."""
+    limits = Limits(max_past_days=settings.max_past_days,
+                    max_description=settings.max_description)
+    pipelined = PipelinedRedis(runtime.settings.redis_url.reveal())
+    runtime.on_stop(pipelined.aclose)
+    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400, limits.max_future_days,
+                   pipelined)
+    return TimeEntriesServicer(
+        hot=hot, entries=EntryStore(runtime.db),
+        projects=Projects(runtime.redis, ProjectStore(runtime.db), runtime.metrics),
+        outbox=Outbox(runtime.redis, SINK_NAMES), limits=limits, metrics=runtime.metrics,
+    )
+
+
+def feed_list_cache(
+    runtime: Runtime, servicer: TimeEntriesServicer, **options: float
+) -> RedisInvalidationFeed:
+    """Tells ``servicer``'s list cache of every change to a user's data token, from now until
+    shutdown (so a held answer is served with no Redis call; see hot_store.py, "Data
+    version")."""
+    feed = RedisInvalidationFeed(
+        runtime.settings.redis_url.reveal(), [USER_KEYS_PREFIX], email_of_version_key,
+        [servicer.list_cache], **options)
+    runtime.tasks.spawn(feed.run(), name="timeentries-list-cache-feed")
+    return feed
 
 
 async def setup(runtime: Runtime) -> None:
     settings = load(TimeEntriesSettings, runtime.environ)
     zoho = ZohoClient.from_settings(settings)
-    limits = Limits(max_past_days=settings.max_past_days,
-                    max_description=settings.max_description)
-    pipelined = PipelinedRedis(runtime.settings.redis_url.reveal())  # the RPCs' Redis calls
-    runtime.on_stop(pipelined.aclose)
-    hot = HotStore(runtime.redis, settings.entry_ttl_days * 86400, limits.max_future_days,
-                   pipelined)
-    entries = EntryStore(runtime.db)
-    project_store = ProjectStore(runtime.db)
-    projects = Projects(runtime.redis, project_store, runtime.metrics)
-    outbox = Outbox(runtime.redis, SINK_NAMES)
+    servicer = create_servicer(runtime, settings)
+    projects, outbox = servicer.projects, servicer.outbox
     await outbox.ensure_groups()
     runtime.add_servicer(
         SERVICE_DESCRIPTOR, timeentries_service_pb2_grpc.add_TimeEntriesServiceServicer_to_server,
-        TimeEntriesServicer(
-            hot=hot, entries=entries, projects=projects, outbox=outbox,
-            limits=limits,
-            metrics=runtime.metrics,
-        ),
+        servicer,
     )
+    feed_list_cache(runtime, servicer)
 
     async def sync_projects(job: SyncJob) -> None:
         await projects.sync(job, zoho)
@@ -81,7 +100,7 @@ async def setup(runtime: Runtime) -> None:
         await zoho.aclose()
 
     runtime.on_stop(stop)
-    if settings.initial_sync and await project_store.is_empty():
+    if settings.initial_sync and await projects.store.is_empty():
         await runtime.sync.start("projects", reason="initial load: no projects yet")
 
 
