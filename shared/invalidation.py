@@ -15,8 +15,8 @@ so the caller of ``Sync`` reads its own writes from that replica at once.
 When the connection drops (PostgreSQL restarted, network trouble), notifications may be lost:
 the caches are told at once and check every read against the database, as without a feed,
 until the feed has reconnected and listens again (backing off up to
-:data:`MAX_RECONNECT_DELAY`). A keep-alive query every :data:`KEEPALIVE_SECONDS` finds a
-connection that died silently.
+:data:`~shared.feed.MAX_RECONNECT_DELAY`). A keep-alive query every
+:data:`~shared.feed.KEEPALIVE_SECONDS` finds a connection that died silently.
 """
 
 from __future__ import annotations
@@ -28,55 +28,35 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import asyncpg
-import structlog
 
+from shared.feed import KEEPALIVE_SECONDS, ReconnectingFeed
 from shared.readcache import VersionedReadCache
 
-__all__ = ["KEEPALIVE_SECONDS", "MARKER_PREFIX", "MAX_RECONNECT_DELAY", "TAG_SEPARATOR",
-           "InvalidationFeed"]
-
-log = structlog.get_logger("invalidation")
+__all__ = ["MARKER_PREFIX", "TAG_SEPARATOR", "InvalidationFeed"]
 
 TAG_SEPARATOR: Final = "\t"
 MARKER_PREFIX: Final = "marker:"  # payloads of caught_up(), not tags (tags never hold ':')
-KEEPALIVE_SECONDS: Final = 10.0
-MAX_RECONNECT_DELAY: Final = 5.0
 _CONNECT_TIMEOUT: Final = 10.0
 
 
-class InvalidationFeed:
-    """Listens on ``channel`` and feeds ``caches``. Run :meth:`run` as a background task;
-    cancelling it closes the connection (and leaves the caches checking every read)."""
+class InvalidationFeed(ReconnectingFeed):
+    """Listens on ``channel`` and feeds ``caches``."""
+
+    connection_errors = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
     def __init__(
         self, database_url: str, channel: str, caches: Sequence[VersionedReadCache[Any, Any]],
         *, keepalive_seconds: float = KEEPALIVE_SECONDS, first_retry_delay: float = 0.1,
     ) -> None:
+        super().__init__(channel, caches, keepalive_seconds=keepalive_seconds,
+                         first_retry_delay=first_retry_delay)
         self._database_url = database_url
         self._channel = channel
-        self._caches = tuple(caches)
-        self._keepalive_seconds = keepalive_seconds
-        self._first_retry_delay = first_retry_delay
-        self.connected = asyncio.Event()
-        self.connects = 0  # successful (re)connections, for tests and logs
         self.application_name = f"syncsuite-listen-{channel}"[:63]
         self._connection: asyncpg.Connection | None = None
         self._using_connection = asyncio.Lock()  # one statement at a time on it
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._marker_numbers = itertools.count()
-
-    async def run(self) -> None:
-        delay = self._first_retry_delay
-        while True:
-            try:
-                await self._listen_until_lost()
-                delay = self._first_retry_delay  # it was up: start backing off afresh
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TimeoutError) as error:
-                log.warning("invalidation_feed_down", channel=self._channel,
-                            error=type(error).__name__, retry_in_seconds=round(delay, 2))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     async def _listen_until_lost(self) -> None:
         connection = await asyncpg.connect(
@@ -86,21 +66,16 @@ class InvalidationFeed:
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
             await connection.add_listener(self._channel, self._notified)
-            for cache in self._caches:
-                cache.feed_up()  # after LISTEN: nothing committed from now on is missed
             self._connection = connection
-            self.connected.set()
-            self.connects += 1
-            log.info("invalidation_feed_listening", channel=self._channel,
-                     connects=self.connects)
+            self._up()  # after LISTEN: nothing committed from now on is missed
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), self._keepalive_seconds)
                     break
                 async with self._using_connection:
                     await connection.execute("SELECT 1", timeout=self._keepalive_seconds)
-            log.warning("invalidation_feed_lost", channel=self._channel)
         finally:
+            self._connection = None
             self._down()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), 2.0)
@@ -126,18 +101,10 @@ class InvalidationFeed:
         finally:
             self._markers.pop(marker, None)
 
-    def _down(self) -> None:
-        self._connection = None
-        self.connected.clear()
-        for cache in self._caches:
-            cache.feed_down()
-
     def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         if payload.startswith(MARKER_PREFIX):  # caught_up()'s, ours or another replica's
             arrived = self._markers.get(payload)
             if arrived is not None and not arrived.done():
                 arrived.set_result(None)
             return
-        tags = payload.split(TAG_SEPARATOR)
-        for cache in self._caches:
-            cache.invalidate(tags)
+        self._invalidate(payload.split(TAG_SEPARATOR))

@@ -28,38 +28,35 @@ answer).
 The caches trust nothing the feed may have missed: :meth:`~VersionedReadCache.feed_up` is
 called only once tracking is on and the subscription is confirmed (values loaded from then on
 may be trusted); when the connection drops, is killed (``CLIENT KILL``), or leaves a ``PING``
-unanswered (checked after :data:`~shared.invalidation.KEEPALIVE_SECONDS` without a message),
+unanswered (checked after :data:`~shared.feed.KEEPALIVE_SECONDS` without a message),
 the caches are told at once (:meth:`~VersionedReadCache.feed_down`: every read checks Redis)
-and the feed reconnects, backing off up to :data:`~shared.invalidation.MAX_RECONNECT_DELAY`,
+and the feed reconnects, backing off up to :data:`~shared.feed.MAX_RECONNECT_DELAY`,
 and turns tracking on again on its new connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import structlog
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from shared.invalidation import KEEPALIVE_SECONDS, MAX_RECONNECT_DELAY
+from shared.feed import KEEPALIVE_SECONDS, ReconnectingFeed
 from shared.readcache import EVERYTHING, VersionedReadCache
 
 __all__ = ["INVALIDATION_CHANNEL", "RedisInvalidationFeed"]
-
-log = structlog.get_logger("redis_invalidation")
 
 INVALIDATION_CHANNEL: Final = "__redis__:invalidate"
 _CONNECT_TIMEOUT: Final = 10.0
 
 
-class RedisInvalidationFeed:
+class RedisInvalidationFeed(ReconnectingFeed):
     """Hears of changes to keys starting with any of ``prefixes`` and feeds ``caches`` the
-    tags ``tag_of_key`` gives them. Run :meth:`run` as a background task; cancelling it closes
-    the connection (and leaves the caches checking every read)."""
+    tags ``tag_of_key`` gives them."""
+
+    connection_errors = (OSError, RedisError, TimeoutError)
 
     def __init__(
         self, redis_url: str, prefixes: Sequence[str], tag_of_key: Callable[[str], str | None],
@@ -68,31 +65,16 @@ class RedisInvalidationFeed:
     ) -> None:
         if not prefixes:
             raise ValueError("give at least one key prefix (an empty one means every key)")
+        super().__init__(f"redis:{','.join(prefixes)}", caches,
+                         keepalive_seconds=keepalive_seconds, first_retry_delay=first_retry_delay)
         self._prefixes = tuple(prefixes)
         self._tag_of_key = tag_of_key
-        self._caches = tuple(caches)
-        self._keepalive_seconds = keepalive_seconds
-        self._first_retry_delay = first_retry_delay
         # RESP2, replies as bytes (key names are decoded here, never refused)
         self._connections = ConnectionPool.from_url(
             redis_url, protocol=2, socket_connect_timeout=_CONNECT_TIMEOUT,
             client_name="syncsuite-invalidation-feed")
-        self.connected = asyncio.Event()
-        self.connects = 0  # successful (re)connections, for tests and logs
         self.client_id: int | None = None  # the connection's CLIENT ID while connected
         self.messages = 0  # invalidation messages received (for tests and measurements)
-
-    async def run(self) -> None:
-        delay = self._first_retry_delay
-        while True:
-            try:
-                await self._listen_until_lost()
-                delay = self._first_retry_delay  # it was up: start backing off afresh
-            except (OSError, RedisError, TimeoutError) as error:
-                log.warning("redis_invalidation_feed_down", prefixes=self._prefixes,
-                            error=type(error).__name__, retry_in_seconds=round(delay, 2))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     async def _listen_until_lost(self) -> None:
         connection = self._connections.make_connection()
@@ -105,15 +87,11 @@ class RedisInvalidationFeed:
             confirmation = await self._command(connection, "SUBSCRIBE", INVALIDATION_CHANNEL)
             if confirmation[0] != b"subscribe":
                 raise RedisError(f"unexpected answer to SUBSCRIBE: {confirmation[0]!r}")
-            for cache in self._caches:
-                cache.feed_up()  # tracked and subscribed: no change from now on is missed
             self.client_id = client_id
-            self.connected.set()
-            self.connects += 1
-            log.info("redis_invalidation_feed_listening", prefixes=self._prefixes,
-                     client_id=client_id, connects=self.connects)
+            self._up(client_id=client_id)  # tracked and subscribed: no change is missed
             await self._receive(connection)
         finally:
+            self.client_id = None
             self._down()
             await connection.disconnect(nowait=True)
 
@@ -150,13 +128,4 @@ class RedisInvalidationFeed:
                     if (tag := tag_of_key(key.decode("utf-8", "surrogateescape"))) is not None]
             if not tags:
                 return
-        for cache in self._caches:
-            cache.invalidate(tags)
-
-    def _down(self) -> None:
-        if self.connected.is_set():
-            log.warning("redis_invalidation_feed_lost", prefixes=self._prefixes)
-        self.client_id = None
-        self.connected.clear()
-        for cache in self._caches:
-            cache.feed_down()
+        self._invalidate(tags)

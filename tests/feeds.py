@@ -1,27 +1,29 @@
-"""Test helpers for read caches (shared.readcache), also fed by PostgreSQL notifications
-(shared.invalidation)."""
+"""Test helpers for read caches (shared.readcache) and their invalidation feeds
+(shared.invalidation, shared.redis_invalidation)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from shared.db import create_pool
+from shared.feed import ReconnectingFeed
 from shared.invalidation import InvalidationFeed
 from shared.readcache import VersionedReadCache
 
 WAIT = 10.0
 
 
+Feed = TypeVar("Feed", bound=ReconnectingFeed)
+
+
 @contextlib.asynccontextmanager
-async def feeding(database_url: str, channel: str, *caches: VersionedReadCache[Any, Any],
-                  **options: float) -> AsyncIterator[InvalidationFeed]:
-    """An invalidation feed for ``caches`` on ``channel``, listening when this yields."""
-    feed = InvalidationFeed(database_url, channel, caches, **options)
+async def running(feed: Feed) -> AsyncIterator[Feed]:
+    """``feed`` run in the background, listening when this yields, stopped after."""
     task = asyncio.create_task(feed.run())
     try:
         await asyncio.wait_for(feed.connected.wait(), WAIT)
@@ -30,6 +32,15 @@ async def feeding(database_url: str, channel: str, *caches: VersionedReadCache[A
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, WAIT)
+
+
+@contextlib.asynccontextmanager
+async def feeding(database_url: str, channel: str, *caches: VersionedReadCache[Any, Any],
+                  **options: float) -> AsyncIterator[InvalidationFeed]:
+    """A PostgreSQL invalidation feed for ``caches`` on ``channel``, listening when this
+    yields."""
+    async with running(InvalidationFeed(database_url, channel, caches, **options)) as feed:
+        yield feed
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from shared.backends import EmbeddedRedis
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
 from shared.redis_invalidation import RedisInvalidationFeed
+from tests.feeds import running
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,15 +54,8 @@ async def redis(private_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
 async def feeding(url: str, *caches: VersionedReadCache[Any, Any],
                   **options: float) -> AsyncIterator[RedisInvalidationFeed]:
     """A feed of ``feed-test:`` keys for ``caches``, listening when this yields."""
-    feed = RedisInvalidationFeed(url, [PREFIX], tag_of, caches, **options)
-    task = asyncio.create_task(feed.run())
-    try:
-        await asyncio.wait_for(feed.connected.wait(), WAIT)
+    async with running(RedisInvalidationFeed(url, [PREFIX], tag_of, caches, **options)) as feed:
         yield feed
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, WAIT)
 
 
 class Replica:
