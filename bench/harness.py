@@ -470,6 +470,7 @@ def _service_env(database_url: str, redis_url: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "SYNCSUITE_ADMIN_TOKEN": "bench-admin-" + secrets.token_hex(8),
         "SYNCSUITE_JWT_SECRET": "bench-jwt-secret-" + secrets.token_hex(16),
+        "SYNCSUITE_DATA_KEY": secrets.token_urlsafe(32),
         "SYNCSUITE_LOG_LEVEL": "warning",
         "SYNCSUITE_LOG_FORMAT": "json",
         "SYNCSUITE_METRICS_PORT": "-1",

@@ -24,6 +24,8 @@ def main() -> int:
         env["SYNCSUITE_ADMIN_TOKEN"] = read_or_create_secret(RUN_DIR / "admin-token")
     if not env.get("SYNCSUITE_JWT_SECRET"):
         env["SYNCSUITE_JWT_SECRET"] = read_or_create_secret(RUN_DIR / "jwt-secret")
+    if not env.get("SYNCSUITE_DATA_KEY"):  # 32 random bytes, URL-safe base64
+        env["SYNCSUITE_DATA_KEY"] = read_or_create_secret(RUN_DIR / "data-key")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

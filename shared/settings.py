@@ -22,6 +22,10 @@ class RuntimeSettings:
         help="HS256 secret of user JWTs; user RPCs are refused when unset",
     )
     jwt_audience: str = env("SYNCSUITE_JWT_AUDIENCE", default="authenticated")
+    data_key: Secret | None = env(
+        "SYNCSUITE_DATA_KEY", default=None,
+        help="base64 of 32 random bytes sealing secrets stored at rest (shipping requires it)",
+    )
     host: str = env("SYNCSUITE_HOST", default="127.0.0.1", help="address the servers bind")
     grpc_port: int | None = env(
         "SYNCSUITE_GRPC_PORT", default=None, help="unset = the service's default; 0 = any free port"

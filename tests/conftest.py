@@ -17,6 +17,7 @@ from shared.scratch import scratch_database, scratch_redis_db
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
 JWT_SECRET = "test-jwt-secret-" + secrets.token_hex(16)
+DATA_KEY = secrets.token_urlsafe(32)
 
 configure_logging("info", "json")
 
@@ -56,6 +57,7 @@ def service_env(database_url: str, redis_url: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "SYNCSUITE_ADMIN_TOKEN": ADMIN_TOKEN,
         "SYNCSUITE_JWT_SECRET": JWT_SECRET,
+        "SYNCSUITE_DATA_KEY": DATA_KEY,
         "SYNCSUITE_LOG_FORMAT": "json",
         "SYNCSUITE_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
