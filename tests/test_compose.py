@@ -33,7 +33,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 BACKENDS = ("postgres", "redis")
-REQUIRED_SECRETS = frozenset({"SYNCSUITE_ADMIN_TOKEN", "SYNCSUITE_JWT_SECRET", "POSTGRES_PASSWORD"})
+REQUIRED_SECRETS = frozenset({"SYNCSUITE_ADMIN_TOKEN", "SYNCSUITE_JWT_SECRET", "SYNCSUITE_DATA_KEY",
+                              "POSTGRES_PASSWORD"})
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIAL")
 # A whole value that is one reference to a variable Compose must be given: ${NAME:?message}.
 REQUIRED_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]*\}")

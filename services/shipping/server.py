@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import structlog
 from syncsuite.shipping.v1 import shipping_service_pb2, shipping_service_pb2_grpc
 
 from services.shipping.handlers import ShippingServicer
@@ -17,10 +18,13 @@ from services.shipping.settings import ShippingSettings
 from services.shipping.shipstation import Credentials, Limits, ShipStationClient
 from services.shipping.store import IntegrationRow, ShippingStore
 from services.shipping.sync import SCOPES, ClientFactory, ShippingSync
-from shared.config import load
+from shared.config import ConfigError, load
+from shared.sealing import Sealer, SealingError
 from shared.server import Runtime, ServiceDefinition
 from shared.sync import SyncJob, SyncScope
 from shared.timestamps import utcnow
+
+log = structlog.get_logger("shipping")
 
 __all__ = ["SERVICE", "build_service", "make_client_factory"]
 
@@ -59,6 +63,19 @@ def make_client_factory(
     return create
 
 
+def credentials_sealer(runtime: Runtime) -> Sealer:
+    """What seals the stored ShipStation credentials: the service does not start without it."""
+    key = runtime.settings.data_key
+    if key is None:
+        raise ConfigError("SYNCSUITE_DATA_KEY is not set: shipping stores ShipStation"
+                          " credentials only sealed (give the base64 of 32 random bytes,"
+                          " e.g. openssl rand -base64 32)")
+    try:
+        return Sealer.from_setting(key.reveal())
+    except SealingError as error:
+        raise ConfigError(str(error)) from None
+
+
 def build_service(
     client_factory: Callable[[ShippingSettings], ClientFactory] | None = None,
 ) -> ServiceDefinition:
@@ -66,7 +83,10 @@ def build_service(
 
     async def setup(runtime: Runtime) -> None:
         settings = load(ShippingSettings, runtime.environ)
-        store = ShippingStore(runtime.db)
+        store = ShippingStore(runtime.db, credentials_sealer(runtime))
+        sealed = await store.seal_stored_credentials()
+        if sealed:
+            log.info("stored_credentials_sealed", integrations=sealed)
         factory = (client_factory or make_client_factory)(settings)
         sync = ShippingSync(
             store, factory, products_overlap=timedelta(seconds=settings.products_overlap_seconds)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from structlog.testing import capture_logs
 from syncsuite.shipping.v1 import shipping_service_pb2 as pb
+from syncsuite.sync.v1 import sync_pb2
 
 from services.shipping.sandbox import credentials_of
+from services.shipping.server import build_service
+from shared.config import ConfigError
 from shared.sandbox import ManualClock
+from shared.sealing import SEALED_PREFIX
+from shared.server import running_service
 from tests.shipping.conftest import ADMIN, Shipping, StartShipping
 
 
@@ -52,6 +58,54 @@ async def test_credentials_are_never_returned_nor_logged(start_shipping: StartSh
     assert not updated.created and updated.integration.store_id == 5
     assert any(entry.get("event") == "upstream_retry" for entry in logs)
     assert report.status != 0
+
+
+async def test_credentials_are_stored_sealed_and_still_used(
+    start_shipping: StartShipping,
+) -> None:
+    key, secret, v2 = credentials_of(1)
+    async with start_shipping() as shipping:
+        await shipping.add_account(1, name="main")
+        await shipping.api.UpsertIntegration(pb.UpsertIntegrationRequest(
+            name="main", store_id=7), metadata=ADMIN, timeout=10)  # keeps the credentials
+        stored = await shipping.fetchval(
+            "SELECT api_key || ' ' || api_secret || ' ' || v2_api_key FROM shipping.integrations")
+        report = await shipping.sync("all")
+    assert isinstance(stored, str) and stored.count(SEALED_PREFIX) == 3
+    for credential in (key, secret, v2):
+        assert credential not in stored
+    assert report.status == sync_pb2.SYNC_STATUS_COMPLETED  # ShipStation took them opened
+
+
+async def test_credentials_stored_in_clear_are_sealed_at_start(
+    start_shipping: StartShipping,
+) -> None:
+    key, secret, v2 = credentials_of(1)
+    async with start_shipping() as shipping:
+        await shipping.add_account(1, name="main")
+        connection = await asyncpg.connect(shipping.database_url)
+        try:  # as a version before sealing left them
+            await connection.execute(
+                "UPDATE shipping.integrations SET api_key = $1, api_secret = $2,"
+                " v2_api_key = $3", key, secret, v2)
+        finally:
+            await connection.close()
+    async with start_shipping() as shipping:
+        stored = await shipping.fetchval("SELECT api_secret FROM shipping.integrations")
+        assert isinstance(stored, str) and stored.startswith(SEALED_PREFIX)
+        assert (await shipping.sync("all")).status == sync_pb2.SYNC_STATUS_COMPLETED
+
+
+@pytest.mark.parametrize(("key", "says"), [("", "is not set"), ("c2hvcnQ=", "32 random bytes")])
+async def test_shipping_does_not_start_without_a_key_to_seal_credentials(
+    shipping_env: dict[str, str], key: str, says: str,
+) -> None:
+    environ = {**shipping_env, "SYNCSUITE_DATA_KEY": key}
+    if not key:
+        del environ["SYNCSUITE_DATA_KEY"]
+    with pytest.raises(ConfigError, match=says):
+        async with running_service(build_service(), environ):
+            pass
 
 
 async def _seed(shipping: Shipping) -> pb.Integration:

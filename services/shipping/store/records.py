@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 
 from shared.config import Secret
+from shared.sealing import Sealer
 
-__all__ = ["IntegrationRow", "ShippingStore", "SyncLogRow"]
+__all__ = ["CREDENTIAL_COLUMNS", "IntegrationRow", "ShippingStore", "SyncLogRow"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,15 @@ class IntegrationRow:
     products_synced_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> IntegrationRow:
+    def from_row(cls, row: asyncpg.Record, sealer: Sealer) -> IntegrationRow:
+        def opened(column: str) -> Secret:
+            stored: str = row[column]
+            return Secret(sealer.unseal(stored, column) if sealer.is_sealed(stored) else stored)
+
         return cls(
             id=row["id"], name=row["name"], store_id=row["store_id"],
-            api_key=Secret(row["api_key"]), api_secret=Secret(row["api_secret"]),
-            v2_api_key=Secret(row["v2_api_key"]), active=row["active"],
+            api_key=opened("api_key"), api_secret=opened("api_secret"),
+            v2_api_key=opened("v2_api_key"), active=row["active"],
             created_at=row["created_at"], updated_at=row["updated_at"],
             products_synced_at=row["products_synced_at"],
         )
@@ -89,21 +94,48 @@ class _Where:
         return " AND ".join(self.conditions)
 
 
+CREDENTIAL_COLUMNS = ("api_key", "api_secret", "v2_api_key")
+
+
 class ShippingStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """``sealer`` seals the ShipStation credentials in the integrations table (the column's
+    name is the purpose): PostgreSQL, its backups and its logs never hold them in clear."""
+
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self.pool = pool
+        self._sealer = sealer
+
+    def _sealed(self, value: str, column: str) -> str:
+        return self._sealer.seal(value, column) if value else ""  # "": keep the stored one
+
+    async def seal_stored_credentials(self) -> int:
+        """Seals credentials stored in clear (before sealing existed); how many rows."""
+        sealed = 0
+        async with self.pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(
+                f"SELECT id, {', '.join(CREDENTIAL_COLUMNS)} FROM integrations FOR UPDATE")
+            for row in rows:
+                clear = [c for c in CREDENTIAL_COLUMNS
+                         if row[c] and not self._sealer.is_sealed(row[c])]
+                if clear:
+                    await connection.execute(
+                        "UPDATE integrations SET "
+                        + ", ".join(f"{c} = ${n}" for n, c in enumerate(clear, start=2))
+                        + " WHERE id = $1", row["id"], *(self._sealed(row[c], c) for c in clear))
+                    sealed += 1
+        return sealed
 
     # -- integrations
 
     async def get_integration(self, integration_id: uuid.UUID) -> IntegrationRow | None:
         row = await self.pool.fetchrow(
             f"SELECT {_INTEGRATION} FROM integrations WHERE id = $1", integration_id)
-        return IntegrationRow.from_row(row) if row else None
+        return IntegrationRow.from_row(row, self._sealer) if row else None
 
     async def integration_by_name(self, name: str) -> IntegrationRow | None:
         row = await self.pool.fetchrow(
             f"SELECT {_INTEGRATION} FROM integrations WHERE name = $1", name)
-        return IntegrationRow.from_row(row) if row else None
+        return IntegrationRow.from_row(row, self._sealer) if row else None
 
     async def upsert_integration(
         self, name: str, store_id: int, api_key: str, api_secret: str, v2_api_key: str
@@ -119,21 +151,22 @@ class ShippingStore:
             " v2_api_key = COALESCE(NULLIF(EXCLUDED.v2_api_key, ''), integrations.v2_api_key),"
             " active = true, updated_at = now()"
             f" RETURNING {_INTEGRATION}, (xmax = 0) AS created",
-            uuid.uuid4(), name, store_id, api_key, api_secret, v2_api_key,
+            uuid.uuid4(), name, store_id, self._sealed(api_key, "api_key"),
+            self._sealed(api_secret, "api_secret"), self._sealed(v2_api_key, "v2_api_key"),
         )
-        return IntegrationRow.from_row(row), bool(row["created"])
+        return IntegrationRow.from_row(row, self._sealer), bool(row["created"])
 
     async def list_integrations(self, *, active_only: bool) -> list[IntegrationRow]:
         rows = await self.pool.fetch(
             f"SELECT {_INTEGRATION} FROM integrations WHERE active OR NOT $1"
             " ORDER BY active DESC, name", active_only)
-        return [IntegrationRow.from_row(row) for row in rows]
+        return [IntegrationRow.from_row(row, self._sealer) for row in rows]
 
     async def deactivate_integration(self, integration_id: uuid.UUID) -> IntegrationRow | None:
         row = await self.pool.fetchrow(
             f"UPDATE integrations SET active = false, updated_at = now() WHERE id = $1"
             f" RETURNING {_INTEGRATION}", integration_id)
-        return IntegrationRow.from_row(row) if row else None
+        return IntegrationRow.from_row(row, self._sealer) if row else None
 
     async def set_products_synced(self, integration_id: uuid.UUID, when: datetime) -> None:
         await self.pool.execute(
