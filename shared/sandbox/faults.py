@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -261,7 +261,8 @@ class FaultMiddleware:
         if delay > 0:
             await injector.sleep(delay)
         if fault is None:
-            await self.app(scope, receive, send)
+            with contextlib.suppress(ClientDisconnect):  # the caller gave up: nobody to answer
+                await self.app(scope, receive, send)
         elif fault.kind == "status":
             message = f"injected fault: HTTP {fault.status}"
             await injector.error(fault.status, message, fault.retry_after)(scope, receive, send)

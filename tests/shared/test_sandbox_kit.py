@@ -81,6 +81,25 @@ async def test_forced_faults_use_the_vendor_error_body() -> None:
     assert faults.by_path["/catalog/search"] == 4
 
 
+async def test_a_caller_gone_before_its_body_was_read_is_no_error() -> None:
+    """A client that hangs up mid-request (a worker stopped mid-call) leaves the sandbox quiet:
+    no traceback, nothing sent."""
+    app = sandbox(FaultInjector().middleware())
+    sent: list[object] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/logs", "raw_path": b"/logs",
+             "query_string": b"", "headers": [], "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000), "root_path": ""}
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == []
+
+
 async def test_faults_target_a_path_prefix() -> None:
     faults = FaultInjector()
     faults.force("status", status=500, count=5, path_prefix="/orders")
