@@ -20,12 +20,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 def suite(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[SuiteProcesses]:
     log_dir: Path = tmp_path_factory.mktemp("suite-logs")
-    processes = SuiteProcesses(
-        env=service_env, log_dir=log_dir,
-        grpc_ports={member.name: free_port() for member in SUITE},
-        sandbox_ports={member.name: free_port() for member in SUITE},
-    )
-    processes.start(timeout=90)
+    for attempt in range(2):
+        processes = SuiteProcesses(
+            env=service_env, log_dir=log_dir,
+            grpc_ports={member.name: free_port() for member in SUITE},
+            sandbox_ports={member.name: free_port() for member in SUITE},
+        )
+        try:
+            processes.start(timeout=90)
+            break
+        except RuntimeError as error:
+            # a port free_port() chose was taken before its process bound it (another test run
+            # on the box): once more with fresh ports; anything else fails the test
+            if attempt or "bind" not in str(error).lower():
+                raise
     try:
         yield processes
     finally:
