@@ -13,7 +13,7 @@ import asyncpg
 from shared.db import create_pool
 from shared.feed import ReconnectingFeed
 from shared.invalidation import InvalidationFeed
-from shared.readcache import VersionedReadCache
+from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
 
 WAIT = 10.0
 
@@ -62,3 +62,25 @@ async def scratch_schema(database_url: str, schema: str, ddl: str, *, pool_size:
     finally:
         await pool.close()
         await run(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def versioned_items(schema: str) -> str:
+    """DDL of the table the read-cache tests read: items whose version is a sequence value,
+    bumped in the same statement as the data."""
+    return f"""
+        CREATE SEQUENCE {schema}.versions;
+        CREATE TABLE {schema}.items (key text PRIMARY KEY, value text NOT NULL,
+                                     version bigint NOT NULL);
+    """
+
+
+async def read_item(pool: asyncpg.Pool, key: str, held: Versioned[str] | None,
+                    tags: tuple[str, ...] = ()) -> Versioned[str] | Unchanged:
+    """The load the services use: one statement returns the version, and the value only if
+    the version differs from the held one."""
+    row = await pool.fetchrow(
+        "SELECT version, CASE WHEN version IS DISTINCT FROM $2 THEN value END AS value"
+        " FROM items WHERE key = $1", key, held.version if held else None)
+    if held is not None and row["version"] == held.version:
+        return UNCHANGED
+    return Versioned(row["version"], row["value"], tags)

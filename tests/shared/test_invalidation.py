@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
-from tests.feeds import feeding, scratch_schema
+from tests.feeds import feeding, read_item, scratch_schema, versioned_items
 from tests.waiting import wait_for
 
 SCHEMA = "invalidation_test"
@@ -20,10 +20,7 @@ CHANNEL = "invalidation_test_changed"
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    async with scratch_schema(database_url, SCHEMA, f"""
-        CREATE SEQUENCE {SCHEMA}.versions;
-        CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY, value text NOT NULL,
-                                     version bigint NOT NULL);
+    async with scratch_schema(database_url, SCHEMA, versioned_items(SCHEMA) + f"""
         CREATE FUNCTION {SCHEMA}.notify_item() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_notify('{CHANNEL}', NEW.key); RETURN NULL; END $$;
         CREATE TRIGGER items_changed AFTER INSERT OR UPDATE ON {SCHEMA}.items
@@ -46,14 +43,10 @@ class Replica:
     async def get(self, key: str) -> str:
         async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
             self.reads += 1
-            row = await self.pool.fetchrow(
-                "SELECT version, CASE WHEN version IS DISTINCT FROM $2 THEN value END AS value"
-                " FROM items WHERE key = $1", key, held.version if held else None)
+            loaded = await read_item(self.pool, key, held, (key,))
             if self.during_read is not None:
                 await self.during_read()
-            if held is not None and row["version"] == held.version:
-                return UNCHANGED
-            return Versioned(row["version"], row["value"], (key,))
+            return loaded
 
         return await self.cache.get(key, load)
 

@@ -4,12 +4,13 @@ whose version a writer bumps in the same transaction as the data."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import asyncpg
 import pytest
 
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
-from tests.feeds import scratch_schema
+from tests.feeds import read_item, scratch_schema, versioned_items
 
 SCHEMA = "readcache_test"
 
@@ -76,27 +77,12 @@ async def test_unchanged_without_a_held_value_is_a_loader_bug() -> None:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    async with scratch_schema(database_url, SCHEMA, f"""
-        CREATE SEQUENCE {SCHEMA}.versions;
-        CREATE TABLE {SCHEMA}.items (key text PRIMARY KEY, value text NOT NULL,
-                                     version bigint NOT NULL);
-    """) as pool:
+    async with scratch_schema(database_url, SCHEMA, versioned_items(SCHEMA)) as pool:
         yield pool
 
 
 def conditional_load(pool: asyncpg.Pool, key: str):  # type: ignore[no-untyped-def]
-    """The pattern the services use: one statement returns the version, and the data only if
-    the version differs from the held one."""
-
-    async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
-        row = await pool.fetchrow(
-            "SELECT version, CASE WHEN version IS DISTINCT FROM $2 THEN value END AS value"
-            " FROM items WHERE key = $1", key, held.version if held else None)
-        if held is not None and row["version"] == held.version:
-            return UNCHANGED
-        return Versioned(row["version"], row["value"])
-
-    return load
+    return partial(read_item, pool, key)
 
 
 async def test_two_replicas_see_a_committed_write_on_their_next_read(pool: asyncpg.Pool) -> None:

@@ -60,7 +60,7 @@ async def test_credentials_are_never_returned_nor_logged(start_shipping: StartSh
     assert report.status != 0
 
 
-async def test_credentials_are_stored_sealed_and_still_used(
+async def test_credentials_are_stored_sealed_and_ones_in_clear_are_sealed_at_start(
     start_shipping: StartShipping,
 ) -> None:
     key, secret, v2 = credentials_of(1)
@@ -71,18 +71,6 @@ async def test_credentials_are_stored_sealed_and_still_used(
         stored = await shipping.fetchval(
             "SELECT api_key || ' ' || api_secret || ' ' || v2_api_key FROM shipping.integrations")
         report = await shipping.sync("all")
-    assert isinstance(stored, str) and stored.count(SEALED_PREFIX) == 3
-    for credential in (key, secret, v2):
-        assert credential not in stored
-    assert report.status == sync_pb2.SYNC_STATUS_COMPLETED  # ShipStation took them opened
-
-
-async def test_credentials_stored_in_clear_are_sealed_at_start(
-    start_shipping: StartShipping,
-) -> None:
-    key, secret, v2 = credentials_of(1)
-    async with start_shipping() as shipping:
-        await shipping.add_account(1, name="main")
         connection = await asyncpg.connect(shipping.database_url)
         try:  # as a version before sealing left them
             await connection.execute(
@@ -90,7 +78,12 @@ async def test_credentials_stored_in_clear_are_sealed_at_start(
                 " v2_api_key = $3", key, secret, v2)
         finally:
             await connection.close()
-    async with start_shipping() as shipping:
+    assert isinstance(stored, str) and stored.count(SEALED_PREFIX) == 3
+    for credential in (key, secret, v2):
+        assert credential not in stored
+    assert report.status == sync_pb2.SYNC_STATUS_COMPLETED  # ShipStation took them opened
+
+    async with start_shipping() as shipping:  # the next start seals what is in clear
         stored = await shipping.fetchval("SELECT api_secret FROM shipping.integrations")
         assert isinstance(stored, str) and stored.startswith(SEALED_PREFIX)
         assert (await shipping.sync("all")).status == sync_pb2.SYNC_STATUS_COMPLETED
