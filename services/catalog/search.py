@@ -335,9 +335,6 @@ class SearchIndex:
         return [p for p in listed(candidates)
                 if haystacks[p].startswith(needle) or marked in haystacks[p]]
 
-    def page(self, result: SearchResult, offset: int, size: int) -> list[int]:
-        return result.page(offset, size)
-
     def message(self, position: int, build: Callable[[Record], Any]) -> Any:
         """The protobuf message of a record, built once per index."""
         message = self.messages.get(position)

@@ -220,7 +220,7 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
         following = offset + size
         token = encode_page_token({"o": following, "k": key}) if following < result.total else ""
         records = b"".join([index.encoding(position, kind.encode)
-                            for position in index.page(result, offset, size)])
+                            for position in result.page(offset, size)])
         return index, records + kind.response(next_page_token=token,
                                               total_size=result.total).SerializeToString()
 

@@ -89,7 +89,7 @@ def test_get_by_id_and_paging() -> None:
     assert found is not None and found[1]["company_name"] == "Delta Foods"
     assert index.get(99) is None  # type: ignore[attr-defined]
     result = index.search("a", {})  # type: ignore[attr-defined]
-    pages = [index.page(result, offset, 2) for offset in (0, 2, 4)]  # type: ignore[attr-defined]
+    pages = [result.page(offset, 2) for offset in (0, 2, 4)]
     assert sum(len(p) for p in pages) == result.total == 5
 
 
@@ -159,4 +159,4 @@ def test_filters_and_pages_agree_with_a_linear_scan_where_sets_are_masks() -> No
         assert result.positions == expected, (query, filters)
         assert result.total == len(expected)
         for offset in (0, 7, result.first_count, len(expected) // 2):
-            assert index.page(result, offset, 9) == expected[offset:offset + 9], (query, offset)
+            assert result.page(offset, 9) == expected[offset:offset + 9], (query, offset)
