@@ -156,30 +156,40 @@ class VersionedReadCache(Generic[K, V]):
         for tag in tags:
             self._notified[tag] = self._received
 
-    def _trusted(self, held: _Held[V]) -> bool:
-        if held.feed_epoch != self._feed_epoch or held.feed_epoch < 0 or not held.versioned.tags:
-            return False  # loaded while the feed was down, or before it (re)connected; untagged
+    def _fed(self, held: _Held[V]) -> bool:
+        """Loaded while the feed is up, in its current connection, and tagged: what the feed
+        has said since then about ``held`` is all there is to know."""
+        return held.feed_epoch == self._feed_epoch and held.feed_epoch >= 0 and bool(
+            held.versioned.tags)
+
+    def _named(self, held: _Held[V]) -> bool:
+        """A notification named one of ``held``'s tags after its load began."""
         notified = self._notified
-        return all(notified.get(tag, 0) <= held.loaded_after for tag in held.versioned.tags)
+        return any(notified.get(tag, 0) > held.loaded_after for tag in held.versioned.tags)
 
     # -- reads
 
     async def get(self, key: K, load: Loader[V]) -> V:
         """The value for ``key`` as of the database's current version (see :data:`Loader`), or
-        as of the feed's last notification while the feed is up. A loader that raises leaves
-        the cache as it was."""
+        as of the feed's last notification while the feed is up. A held value the feed has
+        named since its load is not offered to the loader (``held`` is None): it changed, so
+        confirming it would be a wasted check. A loader that raises leaves the cache as it
+        was."""
         held = self._entries.get(key)
-        if held is not None and self._trusted(held):
-            self.stats.trusted_hits += 1
-            self._event("hit")
-            return held.versioned.value
+        offered = held
+        if held is not None and self._fed(held):
+            if not self._named(held):
+                self.stats.trusted_hits += 1
+                self._event("hit")
+                return held.versioned.value
+            offered = None  # the feed named it: changed, not worth the loader's confirming
         feed_epoch, loaded_after = self._feed_epoch, self._received
-        answer = await load(held.versioned if held is not None else None)
+        answer = await load(offered.versioned if offered is not None else None)
         if isinstance(answer, Unchanged):
-            if held is None:
-                raise RuntimeError("the loader answered UNCHANGED although nothing was held")
+            if offered is None:
+                raise RuntimeError("the loader answered UNCHANGED although nothing was offered")
             self.stats.hits += 1
-            answer = held.versioned
+            answer = offered.versioned
             self._event("hit")
         else:
             self.stats.misses += 1

@@ -75,6 +75,28 @@ async def test_unchanged_without_a_held_value_is_a_loader_bug() -> None:
         await cache.get("k", wrong)
 
 
+async def test_a_value_the_feed_named_is_not_offered_for_confirming() -> None:
+    """Named since its load: it changed, so the loader is not asked to confirm it (held None);
+    held from before a reconnect: nothing says it changed, so the loader may confirm it."""
+    cache: VersionedReadCache[str, str] = VersionedReadCache()
+    offered: list[Versioned[str] | None] = []
+
+    async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        offered.append(held)
+        return UNCHANGED if held is not None else Versioned(1, "one", ("t",))
+
+    cache.feed_up()
+    await cache.get("k", load)
+    await cache.get("k", load)  # trusted: no load
+    cache.invalidate(["t"])
+    await cache.get("k", load)
+    cache.feed_down()
+    cache.feed_up()
+    await cache.get("k", load)
+    assert offered == [None, None, Versioned(1, "one", ("t",))]
+    assert (cache.stats.trusted_hits, cache.stats.misses, cache.stats.hits) == (1, 2, 1)
+
+
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with scratch_schema(database_url, SCHEMA, versioned_items(SCHEMA)) as pool:
