@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from shared.logging import configure_logging
 from shared.metrics import Metrics
 from shared.migrations import apply_migrations, discover
 from shared.readcache import VersionedReadCache
+from shared.redis_invalidation import RedisInvalidationFeed
 from shared.settings import RuntimeSettings
 from shared.sync import SyncJobStore, SyncRegistry, SyncServicer
 from shared.tasks import BackgroundTasks
@@ -109,6 +110,17 @@ class Runtime:
         self.tasks.spawn(feed.run(), name=f"invalidation-feed-{channel}")
         self.sync.after_each_job(feed.caught_up)  # Sync's caller then reads its own writes here
         self.feeds.append(feed)
+        return feed
+
+    def redis_invalidation_feed(
+        self, prefixes: Sequence[str], tag_of_key: Callable[[str], str | None],
+        *caches: VersionedReadCache[Any, Any], **options: float,
+    ) -> RedisInvalidationFeed:
+        """Keeps ``caches`` told of changes to Redis keys under ``prefixes`` (see
+        :mod:`shared.redis_invalidation`), from now until shutdown."""
+        feed = RedisInvalidationFeed(self.settings.redis_url.reveal(), prefixes, tag_of_key,
+                                     caches, **options)
+        self.tasks.spawn(feed.run(), name=f"invalidation-feed-{feed.name}")
         return feed
 
     def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:

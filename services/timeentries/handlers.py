@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
-from services.timeentries.hot_store import HotEntry, HotRows, HotStore, WriteResult
-from services.timeentries.hot_window import new_nonce, prove_hot_window
+from services.timeentries.hot_store import HotEntry, HotRows, HotStore, WriteResult, unique_token
+from services.timeentries.hot_window import prove_hot_window
 from services.timeentries.messages import entry_message, hot_page, moment_now, set_entry
 from services.timeentries.model import (
     Entry,
@@ -188,7 +188,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
     # -- reads ------------------------------------------------------------------------------
 
     async def ListTimeEntries(self, request: pb.ListTimeEntriesRequest, context: Any) -> bytes:
-        """The serialized ListTimeEntriesResponse (see server.py: handlers may answer bytes)."""
+        """The serialized ListTimeEntriesResponse (shared/wire.py: handlers may answer bytes)."""
         email = current_user_email()
         today = utc_today()
         last = parse_date("to_date", request.to_date) if request.to_date else today
@@ -214,7 +214,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                 if held is not None and held.version and (
                         held.version == await self.hot.data_token(email)):
                     return UNCHANGED  # confirmed by one GET (hot_store.py, "Data version")
-                nonce = new_nonce()
+                nonce = unique_token()
                 hot = await self.hot.list_rows(email, first, last, hot_start, proof_nonce=nonce)
                 if not hot.complete:  # answered with PostgreSQL: held (untagged), never reused
                     return Versioned("", (await self._list_merged(
@@ -253,7 +253,7 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
         PostgreSQL for the whole range (then the index is proven for next time). Merged by id,
         the newer version winning, in (date, id) order."""
         if hot_read is None:
-            nonce = new_nonce()
+            nonce = unique_token()
             hot = await self.hot.list_range(email, first, last, hot_start, proof_nonce=nonce)
         else:
             nonce = hot_read[1]

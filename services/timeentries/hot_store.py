@@ -405,11 +405,7 @@ def hot_window_start(today: date, ttl_seconds: int, max_future_days: int) -> dat
     no earlier than day D − max_future_days and lives the TTL from its last write, so every
     entry dated today + 1 + max_future_days − TTL days or later is still there (31-day TTL,
     dates at most a day ahead: the last 30 days, today − 29 … today)."""
-    return today + _hot_window_offset(ttl_seconds, max_future_days)
-
-
-def _hot_window_offset(ttl_seconds: int, max_future_days: int) -> timedelta:
-    return timedelta(days=1 + max_future_days - ttl_seconds // 86400)
+    return today + timedelta(days=1 + max_future_days - ttl_seconds // 86400)
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
@@ -429,11 +425,10 @@ class HotStore:
         self.ttl_seconds = ttl_seconds
         self.max_future_days = max_future_days
         self.runner = runner or RedisPyRunner(redis)
-        self._hot_window_offset = _hot_window_offset(ttl_seconds, max_future_days)
         self._mark = redis.register_script(_MARK)
 
     def hot_window_start(self, today: date) -> date:
-        return today + self._hot_window_offset
+        return hot_window_start(today, self.ttl_seconds, self.max_future_days)
 
     async def create(self, entry: Entry, request_id: str = "") -> WriteResult:
         email = entry.email
@@ -548,6 +543,3 @@ class HotStore:
                 )
             await pipe.execute()
 
-    async def remember_request(self, email: str, request_id: str) -> str | None:
-        value: str | None = await self.redis.get(idempotency_key(email, request_id))
-        return value

@@ -24,22 +24,19 @@ it had to answer from PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import date
 
 import asyncpg
 import structlog
 from redis.exceptions import RedisError
 
 from services.timeentries.hot_store import HotStore, unique_token
+from services.timeentries.model import utc_today
 from services.timeentries.store import EntryStore
 
-__all__ = ["new_nonce", "prove_hot_window", "prove_hot_windows"]
+__all__ = ["prove_hot_window", "prove_hot_windows"]
 
 log = structlog.get_logger("hot_window")
-
-
-def new_nonce() -> str:
-    return unique_token()
 
 
 async def prove_hot_window(
@@ -59,8 +56,8 @@ async def prove_hot_windows(
 ) -> int:
     """Proves the index of each of these users that is not proven yet; how many got proven.
     Costs one Redis round trip when all are proven already."""
-    hot_start = hot.hot_window_start(today or datetime.now(UTC).date())
-    nonce = new_nonce()
+    hot_start = hot.hot_window_start(today or utc_today())
+    nonce = unique_token()
     try:
         pending = await hot.begin_proofs(sorted(set(emails)), nonce)
     except RedisError as error:

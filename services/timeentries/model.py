@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -105,33 +104,9 @@ def parse_date(field: str, text: str) -> date:
         raise InvalidArgument(field, f"must be a date as YYYY-MM-DD, got {text[:20]!r}") from None
 
 
-_UUID_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
-_UUID_FIXED_BITS = (0xF000 << 64) | (0xC000 << 48)
-_RANDOM_BLOCK = 16 * 256  # os.urandom bytes read at once: 256 entry ids
-_random_bytes = b""
-_random_offset = 0
-
-
-def _forget_random_bytes() -> None:
-    """After a fork: the parent's unused bytes are the parent's (else both would use them)."""
-    global _random_bytes, _random_offset
-    _random_bytes, _random_offset = b"", 0
-
-
-os.register_at_fork(after_in_child=_forget_random_bytes)
-
-
 def new_entry_id() -> str:
-    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` gives, but from os.urandom
-    read for 256 ids at a time and without building a UUID object (a quarter of the cost)."""
-    global _random_bytes, _random_offset
-    offset = _random_offset
-    if offset >= len(_random_bytes):
-        _random_bytes, offset = os.urandom(_RANDOM_BLOCK), 0
-    _random_offset = offset + 16
-    n = int.from_bytes(_random_bytes[offset:offset + 16]) & ~_UUID_FIXED_BITS | _UUID_VERSION_4
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A random (version 4) UUID's text."""
+    return str(uuid.uuid4())
 
 
 def parse_entry_id(text: str) -> str:

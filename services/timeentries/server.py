@@ -48,11 +48,8 @@ def feed_list_cache(
     """Tells ``servicer``'s list cache of every change to a user's data token, from now until
     shutdown (so a held answer is served with no Redis call; see hot_store.py, "Data
     version")."""
-    feed = RedisInvalidationFeed(
-        runtime.settings.redis_url.reveal(), [USER_KEYS_PREFIX], email_of_version_key,
-        [servicer.list_cache], **options)
-    runtime.tasks.spawn(feed.run(), name="timeentries-list-cache-feed")
-    return feed
+    return runtime.redis_invalidation_feed(
+        [USER_KEYS_PREFIX], email_of_version_key, servicer.list_cache, **options)
 
 
 async def setup(runtime: Runtime) -> None:
