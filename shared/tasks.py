@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -19,6 +18,19 @@ RECANCEL_SECONDS = 0.1
 class BackgroundTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+
+    async def pause(self, seconds: float) -> bool:
+        """Waits ``seconds``; False, at once, when the tasks are being stopped. A poll loop
+        written ``while await tasks.pause(interval)`` ends at its next pause even if its
+        cancellation got lost in a library on the way."""
+        if self._stopping.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine, name=name)
@@ -32,12 +44,14 @@ class BackgroundTasks:
             log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Cancels every task and waits up to ``timeout`` for them to end. A task still
-        running a moment after its cancellation is cancelled again: on Python 3.11 a
-        cancellation that lands as a library's own timeout fires can be swallowed (seen with
-        a Redis poll loop, which then slept on), and one cancel would leave it to the timeout.
-        """
+        """Ends :meth:`pause` for good, cancels every task and waits up to ``timeout`` for them
+        to end. A task whose cancellation was swallowed (uncancelled, as a library's timeout
+        does when it takes the cancel for its own) is cancelled again; one still cleaning up
+        after its cancellation is left to finish."""
+        self._stopping.set()
         pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
         deadline = asyncio.get_running_loop().time() + timeout
         while pending:
             left = deadline - asyncio.get_running_loop().time()
@@ -45,7 +59,7 @@ class BackgroundTasks:
                 log.warning("background_tasks_left_running",
                             tasks=sorted(task.get_name() for task in pending))
                 return
+            _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_SECONDS, left))
             for task in pending:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_SECONDS, left))
+                if task.cancelling() == 0:  # its cancellation was swallowed
+                    task.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
@@ -383,7 +382,7 @@ async def preload(state: CatalogState) -> None:
 
 async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
     """Follows Redis: newer snapshot versions, ClearCache generations, and its health."""
-    interval = state.settings.version_poll_seconds
+    interval, pause = state.settings.version_poll_seconds, runtime.tasks.pause
     while True:
         # this replica's own publishes first: a meta read while one ran is not followed
         publishes = {name: tiers.publishes for name, tiers in state.tiers.items()}
@@ -393,7 +392,8 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
             await _redis_up(state, runtime, True, "")
         except REDIS_ERRORS as error:
             await _redis_up(state, runtime, False, type(error).__name__)
-            await asyncio.sleep(interval)
+            if not await pause(interval):
+                return
             continue
         # 0: Redis lost its data (restarted empty); the replicas' indexes are still good
         if state.generation is not None and generation not in (state.generation, 0):
@@ -401,7 +401,8 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
                 tiers.drop()
             log.info("cache_cleared_elsewhere", generation=generation)
             state.generation = generation
-            await asyncio.sleep(interval)
+            if not await pause(interval):
+                return
             continue
         state.generation = generation
         for name, tiers in state.tiers.items():
@@ -409,7 +410,8 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
                 await tiers.follow(metas[name], publishes[name])
             except REDIS_ERRORS:
                 pass
-        await asyncio.sleep(interval)
+        if not await pause(interval):  # stopping (even if the cancellation got lost)
+            return
 
 
 async def _redis_up(state: CatalogState, runtime: Runtime, up: bool, error: str) -> None:
