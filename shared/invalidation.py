@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import Sequence
 from typing import Any, Final
 
 import asyncpg
 
 from shared.feed import KEEPALIVE_SECONDS, ReconnectingFeed
+from shared.ids import UniqueIds
 from shared.readcache import VersionedReadCache
 
 __all__ = ["MARKER_PREFIX", "TAG_SEPARATOR", "InvalidationFeed"]
 
 TAG_SEPARATOR: Final = "\t"
-MARKER_PREFIX: Final = "marker:"  # payloads of caught_up(), not tags (tags never hold ':')
+MARKER_PREFIX: Final = "marker:"  # payloads of caught_up(); no tag starts so
 _CONNECT_TIMEOUT: Final = 10.0
+_new_marker = UniqueIds()
 
 
 class InvalidationFeed(ReconnectingFeed):
@@ -51,12 +52,10 @@ class InvalidationFeed(ReconnectingFeed):
         super().__init__(channel, caches, keepalive_seconds=keepalive_seconds,
                          first_retry_delay=first_retry_delay)
         self._database_url = database_url
-        self._channel = channel
         self.application_name = f"syncsuite-listen-{channel}"[:63]
         self._connection: asyncpg.Connection | None = None
         self._using_connection = asyncio.Lock()  # one statement at a time on it
         self._markers: dict[str, asyncio.Future[None]] = {}
-        self._marker_numbers = itertools.count()
 
     async def _listen_until_lost(self) -> None:
         connection = await asyncpg.connect(
@@ -65,7 +64,7 @@ class InvalidationFeed(ReconnectingFeed):
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
-            await connection.add_listener(self._channel, self._notified)
+            await connection.add_listener(self.name, self._notified)
             self._connection = connection
             self._up()  # after LISTEN: nothing committed from now on is missed
             while not lost.is_set():
@@ -87,13 +86,13 @@ class InvalidationFeed(ReconnectingFeed):
         connection = self._connection
         if connection is None:
             return False
-        marker = f"{MARKER_PREFIX}{id(self)}-{next(self._marker_numbers)}"
+        marker = MARKER_PREFIX + _new_marker()  # unique across replicas too
         arrived = asyncio.get_running_loop().create_future()
         self._markers[marker] = arrived
         try:
             async with asyncio.timeout(timeout):
                 async with self._using_connection:
-                    await connection.execute("SELECT pg_notify($1, $2)", self._channel, marker)
+                    await connection.execute("SELECT pg_notify($1, $2)", self.name, marker)
                 await arrived
             return True
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

@@ -44,14 +44,17 @@ async def scratch_database(server_url: str, prefix: str = "syncsuite_test") -> A
 @contextlib.asynccontextmanager
 async def scratch_redis_db(server_url: str) -> AsyncIterator[str]:
     """The URL of a Redis logical database 1-15 that holds no keys (the next one after a
-    counter shared by all sessions; if none is empty, the next anyway), flushed on exit."""
+    counter shared by all sessions; if none is empty, the next one, flushed first), flushed
+    on exit."""
     base = aioredis.Redis.from_url(with_path(server_url, "/0"))
     try:
-        for _ in range(15):
+        for attempt in range(15):
             db = int(await base.incr(REDIS_DB_COUNTER)) % 15 + 1
             async with aioredis.Redis.from_url(with_path(server_url, f"/{db}")) as probe:
                 if await probe.dbsize() == 0:
                     break
+                if attempt == 14:  # every one holds keys (runs that were killed): empty this
+                    await probe.flushdb()
     finally:
         await base.aclose()
     url = with_path(server_url, f"/{db}")
