@@ -151,7 +151,7 @@ async def run(report: Report, options: Options) -> None:
         )
         sandbox.start()
         try:
-            wait_for_port("127.0.0.1", sandbox_port, 120)
+            wait_for_port("127.0.0.1", sandbox_port, 120, lambda: sandbox.running)
             sandbox_url = f"http://127.0.0.1:{sandbox_port}"
             env = {**backend_env, "NETSUITE_SANDBOX_URL": sandbox_url, "CATALOG_PRELOAD": "false"}
             await _run(report, options, env, sandbox_url, count)

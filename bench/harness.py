@@ -40,7 +40,7 @@ import grpc
 from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 
 from shared.backends import BackendStack
-from shared.processes import ManagedProcess, free_port, wait_for_health
+from shared.processes import ManagedProcess, ProcessExited, free_port, wait_for_health
 from shared.scratch import scratch_database, scratch_redis_db
 from shared.server import ServiceDefinition, running_service
 
@@ -522,16 +522,11 @@ def as_process(
         log_dir / f"{name}-{port}.log", cwd=ROOT,
     ).start()
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                wait_for_health(address, timeout=1.0)
-                break
-            except TimeoutError:
-                if not process.running or time.monotonic() > deadline:
-                    raise BenchError(
-                        f"{module} is not serving at {address}:\n{process.log_tail()}"
-                    ) from None
+        try:
+            wait_for_health(address, timeout, alive=lambda: process.running)
+        except (TimeoutError, ProcessExited):
+            raise BenchError(f"{module} is not serving at {address}:\n{process.log_tail()}"
+                             ) from None
         yield address
     finally:
         process.stop()

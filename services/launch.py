@@ -10,6 +10,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from services.suite import SUITE, SuiteMember
@@ -64,8 +65,7 @@ class SuiteProcesses:
             ]
             for member, process in sandboxes:
                 port = self.sandbox_port(member)
-                self._await_ready(process, lambda p=port, alive=process.is_running:
-                                  wait_for_port("127.0.0.1", p, timeout, alive))
+                self._await_ready(process, partial(wait_for_port, "127.0.0.1", port, timeout))
             services = [
                 (member, self._spawn(member.name, member.module,
                                      {**env, "SYNCSUITE_GRPC_PORT": str(self.grpc_port(member))}))
@@ -73,8 +73,7 @@ class SuiteProcesses:
             ]
             for member, process in services:
                 address = f"127.0.0.1:{self.grpc_port(member)}"
-                self._await_ready(process, lambda a=address, alive=process.is_running:
-                                  wait_for_health(a, timeout, alive=alive))
+                self._await_ready(process, partial(wait_for_health, address, timeout))
         except BaseException:
             self.stop()
             raise
@@ -88,9 +87,10 @@ class SuiteProcesses:
         return process
 
     @staticmethod
-    def _await_ready(process: ManagedProcess, check: Callable[[], None]) -> None:
+    def _await_ready(process: ManagedProcess, wait: Callable[..., None]) -> None:
+        """``wait(alive=...)``: waits until ``process`` is ready, or has exited."""
         try:
-            check()
+            wait(alive=lambda: process.running)
         except (TimeoutError, ProcessExited) as error:
             status = "exited" if not process.running else "still starting"
             raise RuntimeError(

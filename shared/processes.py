@@ -95,10 +95,6 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def is_running(self) -> bool:
-        """:attr:`running` as a callable, for the ``alive`` of the wait functions."""
-        return self.running
-
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -25,9 +25,9 @@ def test_waiting_for_a_process_that_exited_fails_at_once(tmp_path: Path, wait: s
     started = time.monotonic()
     with pytest.raises(ProcessExited):
         if wait == "port":
-            wait_for_port("127.0.0.1", port, 60, alive=process.is_running)
+            wait_for_port("127.0.0.1", port, 60, alive=lambda: process.running)
         else:
-            wait_for_health(f"127.0.0.1:{port}", 60, alive=process.is_running)
+            wait_for_health(f"127.0.0.1:{port}", 60, alive=lambda: process.running)
     assert time.monotonic() - started < 10
     process.stop()
 
