@@ -72,6 +72,7 @@ async def test_a_fed_cache_answers_from_memory_until_a_commit_names_the_key(
             await asyncio.sleep(0.05)  # not committed: nothing is notified
             assert replica_a.cache.stats.notifications == 0
             assert await replica_a.get("a") == "a1"
+            assert replica_a.reads == 2  # from memory: no database read saw the old row
         for replica in (replica_a, replica_b):
             await wait_for(lambda r=replica: r.cache.stats.notifications == 1, what="notified")
             assert await replica.get("a") == "a2"  # checked against the database: new

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from syncsuite.diagnostics.v1 import diagnostics_pb2
+from syncsuite.pricing.v1 import pricing_service_pb2
 
 from shared.wire import FIXED64, encode_double, field_key, length_delimited, passing_bytes, varint
 
@@ -31,6 +32,11 @@ def test_fields_written_by_hand_parse_like_protobuf_writes_them() -> None:
     assert diagnostics_pb2.PingResponse.FromString(by_hand) == expected
     # a field appended after the others (here: a double) is read as part of the message
     assert field_key(12, FIXED64) == b"\x61" and len(encode_double(1.5)) == 8
+    kept = pricing_service_pb2.VariantPrice(product_id="p1", lowest_ask="120").SerializeToString()
+    aged = pricing_service_pb2.VariantPrice.FromString(
+        kept + field_key(12, FIXED64) + encode_double(2.75))
+    assert aged == pricing_service_pb2.VariantPrice(product_id="p1", lowest_ask="120",
+                                                    age_seconds=2.75)
 
 
 def test_serialized_answers_pass_and_messages_are_serialized() -> None:
