@@ -99,8 +99,8 @@ def build_service(
         source = "sandbox" if settings.use_sandbox() else "real"
 
         async def details() -> dict[str, str]:
-            active = await store.list_integrations(active_only=True)
-            return {"data_source": source, "active_integrations": str(len(active))}
+            active = await store.count_active_integrations()
+            return {"data_source": source, "active_integrations": str(active)}
 
         for name in SCOPES:
             runtime.sync.add(

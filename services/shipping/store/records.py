@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from shared.config import Secret
-from shared.sealing import Sealer
+from shared.sealing import SEALED_PREFIX, Sealer
 
 __all__ = ["CREDENTIAL_COLUMNS", "IntegrationRow", "ShippingStore", "SyncLogRow"]
 
@@ -112,8 +112,12 @@ class ShippingStore:
         """Seals credentials stored in clear (before sealing existed); how many rows."""
         sealed = 0
         async with self.pool.acquire() as connection, connection.transaction():
+            # only rows still holding a value in clear: a normal start reads and locks nothing
+            in_clear = " OR ".join(f"({c} <> '' AND {c} NOT LIKE '{SEALED_PREFIX}%')"
+                                   for c in CREDENTIAL_COLUMNS)
             rows = await connection.fetch(
-                f"SELECT id, {', '.join(CREDENTIAL_COLUMNS)} FROM integrations FOR UPDATE")
+                f"SELECT id, {', '.join(CREDENTIAL_COLUMNS)} FROM integrations"
+                f" WHERE {in_clear} FOR UPDATE")
             for row in rows:
                 clear = [c for c in CREDENTIAL_COLUMNS
                          if row[c] and not self._sealer.is_sealed(row[c])]
@@ -171,6 +175,9 @@ class ShippingStore:
     async def set_products_synced(self, integration_id: uuid.UUID, when: datetime) -> None:
         await self.pool.execute(
             "UPDATE integrations SET products_synced_at = $2 WHERE id = $1", integration_id, when)
+
+    async def count_active_integrations(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM integrations WHERE active"))
 
     async def integration_exists(self, integration_id: uuid.UUID) -> bool:
         return bool(await self.pool.fetchval(
