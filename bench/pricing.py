@@ -29,6 +29,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from bench.harness import (
     Call,
+    ClientMode,
     Options,
     Report,
     admin_metadata,
@@ -199,10 +200,11 @@ async def run(report: Report, options: Options) -> None:
                            notes=f"{rows} snapshots (raw + latest) in {seconds:.2f} s, one "
                                  "transaction per product (60 rows)")
                 # every product's first call misses the replica's cache (one round trip, the
-                # answer built): measured apart, then the hot answers
+                # answer built): measured apart, then the hot answers. One client on purpose:
+                # worker processes would each walk the products from the first, and hit
                 first_calls = await measure(
                     address, functools.partial(first_latest_prices, ids), duration=60,
-                    warmup=0, max_calls=len(ids), mode=options.client, workers=options.workers)
+                    warmup=0, max_calls=len(ids), mode=ClientMode.INLINE)
                 report.add_stats("GetLatestPrices ×8, each product's first call (cache miss)",
                                  first_calls)
                 # alternating slices (Ping, candidate, Ping, ...): load changing during the run

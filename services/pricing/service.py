@@ -36,8 +36,9 @@ MAX_PORTFOLIO_ITEMS = 1000
 ARBITRAGE_DEFAULT_LIMIT = 50
 ARBITRAGE_MAX_LIMIT = 1000
 CENT = Decimal("0.01")
-# GetLatestPrices answers kept per replica (product × currencies asked), each checked against
-# the product's data version on every read; ~5 KB each for 20 variants in 3 regions.
+# GetLatestPrices answers kept per replica (product × currencies asked), answered from memory
+# until the invalidation feed names the product (or checked against its data version on every
+# read while the feed is down); ~5 KB each for 20 variants in 3 regions.
 LATEST_CACHE_ENTRIES = 4096
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import ConfigError, Secret, env, load, one_of, resolve_data_source
+from shared.config import (
+    ConfigError,
+    Secret,
+    env,
+    load,
+    one_of,
+    positive,
+    positive_int,
+    resolve_data_source,
+)
 
 __all__ = [
     "SANDBOX_API_KEY",
@@ -67,7 +76,7 @@ class PricingSettings:
     auth_url: str = env("STOCKX_AUTH_URL", default="https://accounts.stockx.com/oauth/token")
     audience: str = env("STOCKX_AUDIENCE", default="gateway.stockx.com")
     sandbox_url: str = env("STOCKX_SANDBOX_URL", default=SANDBOX_DEFAULT_URL)
-    rate_per_second: float = env("STOCKX_RATE_PER_SECOND", default=1.0,
+    rate_per_second: float = env("STOCKX_RATE_PER_SECOND", default=1.0, parse=positive,
                                  help="our pacing; StockX publishes 1 request/s")
     pacing_margin_ms: float = env("STOCKX_PACING_MARGIN_MS", default=5.0,
                                   help="added to each request interval against jitter")
@@ -76,11 +85,13 @@ class PricingSettings:
     max_attempts: int = env("STOCKX_MAX_ATTEMPTS", default=4)
     token_refresh_margin_seconds: float = env("STOCKX_TOKEN_REFRESH_MARGIN_SECONDS", default=300.0)
     regions: list[str] = env("PRICING_REGIONS", default=["USD", "GBP", "EUR"], parse=_currencies)
-    max_products_per_run: int = env("PRICING_MAX_PRODUCTS_PER_RUN", default=100)
-    concurrency: int = env("PRICING_CONCURRENCY", default=10)
+    max_products_per_run: int = env("PRICING_MAX_PRODUCTS_PER_RUN", default=100,
+                                   parse=positive_int)
+    concurrency: int = env("PRICING_CONCURRENCY", default=10, parse=positive_int)
     staleness_hours: float = env("PRICING_STALENESS_HOURS", default=8.0)
-    time_budget_seconds: float = env("PRICING_TIME_BUDGET_SECONDS", default=300.0)
-    retention_days: float = env("PRICING_RETENTION_DAYS", default=90.0)
+    time_budget_seconds: float = env("PRICING_TIME_BUDGET_SECONDS", default=300.0,
+                                      parse=positive)
+    retention_days: float = env("PRICING_RETENTION_DAYS", default=90.0, parse=positive)
     popular_min_views: int = env("PRICING_POPULAR_MIN_VIEWS", default=3,
                                  help="views that make a product popular")
 
@@ -107,16 +118,10 @@ class PricingSettings:
 
     def validate(self) -> None:
         problems = []
-        if self.concurrency < 1:
-            problems.append("PRICING_CONCURRENCY must be at least 1")
-        if self.max_products_per_run < 1:
-            problems.append("PRICING_MAX_PRODUCTS_PER_RUN must be at least 1")
-        if self.rate_per_second <= 0 or self.pacing_margin_ms < 0:
-            problems.append("STOCKX_RATE_PER_SECOND must be positive, "
-                            "STOCKX_PACING_MARGIN_MS not negative")
-        if self.time_budget_seconds <= 0 or self.staleness_hours < 0 or self.retention_days <= 0:
-            problems.append("PRICING_TIME_BUDGET_SECONDS and PRICING_RETENTION_DAYS must be "
-                            "positive, PRICING_STALENESS_HOURS not negative")
+        if self.pacing_margin_ms < 0:
+            problems.append("STOCKX_PACING_MARGIN_MS must not be negative")
+        if self.staleness_hours < 0:
+            problems.append("PRICING_STALENESS_HOURS must not be negative")
         if problems:
             raise ConfigError("PricingSettings: " + "; ".join(problems))
 

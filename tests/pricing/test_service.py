@@ -16,8 +16,10 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from services.pricing.sandbox import StockXSandbox, build_sandbox
 from services.pricing.server import SERVICE
+from services.pricing.settings import load_settings
 from services.pricing.store import PricingStore
 from shared.auth import issue_user_token
+from shared.config import ConfigError
 from shared.sandbox import FaultPlan, SandboxServer
 from shared.server import running_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET
@@ -243,3 +245,14 @@ async def test_concurrent_sync_is_aborted(
     assert job.report.status == sync_pb2.SYNC_STATUS_COMPLETED
     prices = next(op for op in job.report.operations if op.name == "prices")
     assert prices.details["productsProcessed"] == "3"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("PRICING_CONCURRENCY", "0"), ("PRICING_MAX_PRODUCTS_PER_RUN", "-3"),
+    ("STOCKX_RATE_PER_SECOND", "0"), ("PRICING_TIME_BUDGET_SECONDS", "0"),
+    ("PRICING_RETENTION_DAYS", "-1"), ("PRICING_STALENESS_HOURS", "-1"),
+    ("STOCKX_PACING_MARGIN_MS", "-5"),
+])
+def test_settings_out_of_range_are_refused_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_settings({variable: value})
