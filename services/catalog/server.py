@@ -112,10 +112,7 @@ def _fill_provenance(provenance: pb.Provenance, tiers: EntityTiers, index: Searc
     provenance.source = _TIERS.get(index.source, pb.TIER_UNSPECIFIED)
     provenance.upstream_unavailable = tiers.upstream_down
     if index.fetched_at is not None:
-        fetched = index.fetched_at
-        if fetched.tzinfo is None:
-            fetched = fetched.replace(tzinfo=UTC)
-        fetched_ns = (fetched - _EPOCH) // _MICROSECOND * 1000
+        fetched_ns = (index.fetched_at - _EPOCH) // _MICROSECOND * 1000  # always aware
         provenance.fetch_time.seconds, provenance.fetch_time.nanos = divmod(fetched_ns, _NANOS)
         age = max(0, time.time_ns() - fetched_ns)
         provenance.data_age.seconds, provenance.data_age.nanos = divmod(age, _NANOS)
