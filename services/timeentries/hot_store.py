@@ -9,7 +9,7 @@ Keys (seed names kept where the seed system had them)::
     timeentries:outbox                  stream: one message per accepted version (JSON entry)
     timeentries:idempotency:{email}:{request id}  string: the entry id a request created
     timeentries:nudges                  counter: bumped by a write of a user with unsynced entries
-    user:{email}:entries:version        string: a unique token naming the state of the user's
+    timeentries:data-token:{email}      string: a unique token naming the state of the user's
                                         index and entry hashes (see "Data version" below)
 
 The by-date index also holds two kinds of bookkeeping members below every day number (scores
@@ -19,7 +19,7 @@ proof in progress (see :meth:`HotStore.begin_proof`). A lost or recreated index 
 recreated index is never taken as complete.
 
 Data version: every script that changes anything a list can show (an entry hash, the index,
-the completeness marker, the sink flags) sets ``user:{email}:entries:version`` to a fresh
+the completeness marker, the sink flags) sets ``timeentries:data-token:{email}`` to a fresh
 token given by the caller (:func:`unique_token`), in the same script. So a replica that holds a
 ListTimeEntries answer built at token T (read with a complete index) may reuse it while a GET
 of the token still says T: nothing the answer shows has changed since, not even the
@@ -29,8 +29,8 @@ come back to an old token: not after the key expired or was lost (the next read 
 a new one), nor after Redis restarted with its last writes lost (AOF ``everysec``).
 
 A replica need not even GET the token while it hears of every change to it: Redis tracking
-(:mod:`shared.redis_invalidation`, prefix :data:`USER_KEYS_PREFIX`) names each token key that
-was set, deleted or expired, and :func:`email_of_version_key` turns it into the user whose
+(:mod:`shared.redis_invalidation`, prefix :data:`DATA_TOKEN_PREFIX`) names each token key that
+was set, deleted or expired, and :func:`email_of_data_token_key` turns it into the user whose
 answers are no longer trusted; until then, and while that feed is connected, a held answer is
 served from memory (see the README's "Per-replica list cache").
 
@@ -48,29 +48,29 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.timeentries.lua import LuaScript, RedisPyRunner, RedisRunner
 from services.timeentries.model import Entry
 from shared.ids import UniqueIds
+from shared.lua import LuaScript, RedisPyRunner, RedisRunner
 
 __all__ = [
+    "DATA_TOKEN_PREFIX",
     "INDEX_COMPLETE",
     "NUDGES",
     "OUTBOX",
     "PROJECTS_LOADED",
-    "USER_KEYS_PREFIX",
     "HotEntry",
     "HotRange",
     "HotRows",
     "HotStore",
     "WriteResult",
     "by_date_key",
-    "email_of_version_key",
+    "data_token_key",
+    "email_of_data_token_key",
     "entry_key",
     "hot_window_start",
     "projects_key",
     "unique_token",
     "unsynced_key",
-    "version_key",
 ]
 
 OUTBOX = "timeentries:outbox"
@@ -93,18 +93,20 @@ def unsynced_key(email: str) -> str:
     return f"user:{email}:entries:unsynced"
 
 
-USER_KEYS_PREFIX = "user:"  # every per-user key, the data tokens among them
-_VERSION_KEY_SUFFIX = ":entries:version"
+# The data tokens have a prefix of their own, the one the invalidation feed tracks: a create
+# changes three per-user keys (index, unsynced set, token), and only the token matters to the
+# feed, so Redis sends it nothing else (less work for Redis and for every replica).
+DATA_TOKEN_PREFIX = "timeentries:data-token:"
 
 
-def version_key(email: str) -> str:
-    return f"{USER_KEYS_PREFIX}{email}{_VERSION_KEY_SUFFIX}"
+def data_token_key(email: str) -> str:
+    return f"{DATA_TOKEN_PREFIX}{email}"
 
 
-def email_of_version_key(key: str) -> str | None:
+def email_of_data_token_key(key: str) -> str | None:
     """The user whose data token ``key`` holds; None for any other key."""
-    if key.startswith(USER_KEYS_PREFIX) and key.endswith(_VERSION_KEY_SUFFIX):
-        return key[len(USER_KEYS_PREFIX):-len(_VERSION_KEY_SUFFIX)] or None
+    if key.startswith(DATA_TOKEN_PREFIX):
+        return key[len(DATA_TOKEN_PREFIX):] or None
     return None
 
 
@@ -140,8 +142,8 @@ local function check_project(projects_key, project)
   if redis.call('SISMEMBER', projects_key, project) == 0 then return 'noaccess' end
   return nil
 end
-local function bump(version_key, token, ttl)
-  redis.call('SET', version_key, token, 'EX', ttl)
+local function bump(token_key, token, ttl)
+  redis.call('SET', token_key, token, 'EX', ttl)
 end
 local function pending(unsynced_key, nudges_key, email, id, ttl)
   if redis.call('SCARD', unsynced_key) > 0 then redis.call('INCR', nudges_key) end
@@ -150,7 +152,7 @@ local function pending(unsynced_key, nudges_key, email, id, ttl)
 end
 """
 
-# KEYS: entry, by-date, outbox, idempotency, projects, unsynced, nudges, version
+# KEYS: entry, by-date, outbox, idempotency, projects, unsynced, nudges, data token
 # ARGV: id, email, project, date, minutes, description, billable, score, now, ttl,
 #       use idempotency (1/0), idempotency ttl, data token
 _CREATE = _PRELUDE + """
@@ -175,7 +177,7 @@ bump(KEYS[8], ARGV[13], ARGV[10])
 return {'ok'}
 """
 
-# KEYS: entry, by-date, outbox, projects, unsynced, nudges, version
+# KEYS: entry, by-date, outbox, projects, unsynced, nudges, data token
 # ARGV: email, expected version, now, ttl, delete (1/0), seed JSON ('' = none), new score
 #       ('' = date unchanged), data token, then field/value pairs to change
 _CHANGE = _PRELUDE + """
@@ -230,7 +232,7 @@ for k, v in pairs(t) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 return flat
 """
 
-# KEYS: entry, unsynced, version. ARGV: sink flag ('pg' | 'zoho'), version, id, data token,
+# KEYS: entry, unsynced, data token. ARGV: sink flag ('pg' | 'zoho'), version, id, data token,
 # ttl. Marks that a sink has the entry's current version; both sinks → synced.
 _MARK = _PRELUDE + """
 local v = redis.call('HGET', KEYS[1], 'version')
@@ -251,7 +253,7 @@ return 1
 # One round trip for a date range. Entry hashes are read by names derived from the index
 # (entry:{id}), which a single Redis (or one shard) allows; the entries come back as one JSON
 # array, so the client parses one reply instead of ~30 per entry.
-# KEYS: by-date, version. ARGV: first day, last day, cap, hot window's first day, proof nonce
+# KEYS: by-date, data token. ARGV: first day, last day, cap, hot window's first day, proof nonce
 # ('' = none), index TTL, a fresh data token.
 # Returns {complete (1/0), JSON array of the entries in (day, id) order, the data token they
 # show}.
@@ -295,7 +297,7 @@ if #rows == 0 then return {complete, '[]', token} end
 return {complete, cjson.encode(rows), token}
 """
 
-# KEYS: by-date, version. ARGV: nonce, data token, index TTL, then the ids PostgreSQL holds live
+# KEYS: by-date, data token. ARGV: nonce, data token, index TTL, then the ids PostgreSQL holds live
 # in the hot window, read after
 # _LIST placed the nonce. Marks the index complete if the nonce is still there (so the index
 # was neither lost nor recreated since: every entry not yet in PostgreSQL was written to it) and
@@ -414,7 +416,7 @@ def _pairs(flat: list[Any]) -> dict[str, Any]:
 
 class HotStore:
     """The hot copy. Its scripts and the data token's GET go through ``runner`` (the service
-    gives its :class:`~services.timeentries.pipelined_redis.PipelinedRedis`; by default,
+    gives its :class:`~shared.pipelined_redis.PipelinedRedis`; by default,
     ``redis``); the sinks' marks go through ``redis`` as one pipeline."""
 
     def __init__(
@@ -436,7 +438,7 @@ class HotStore:
             CREATE,
             keys=[entry_key(entry.id), by_date_key(email), OUTBOX,
                   idempotency_key(email, request_id), projects_key(email), unsynced_key(email),
-                  NUDGES, version_key(email)],
+                  NUDGES, data_token_key(email)],
             args=[entry.id, email, entry.project_id, entry.date, entry.minutes,
                   entry.description, "1" if entry.billable else "0", entry.day.toordinal(),
                   entry.create_time, self.ttl_seconds, "1" if request_id else "0",
@@ -458,7 +460,7 @@ class HotStore:
         result = await self.runner.run(
             CHANGE,
             keys=[entry_key(entry_id), by_date_key(email), OUTBOX, projects_key(email),
-                  unsynced_key(email), NUDGES, version_key(email)],
+                  unsynced_key(email), NUDGES, data_token_key(email)],
             args=[email, str(expected_version), now, self.ttl_seconds, "1" if delete else "0",
                   seed.to_json() if seed else "", score, unique_token(), *flat],
         )
@@ -490,7 +492,7 @@ class HotStore:
         """Like :meth:`list_range`, as the raw hash rows with the data token they show."""
         reply = await self.runner.run(
             LIST,
-            keys=[by_date_key(email), version_key(email)],
+            keys=[by_date_key(email), data_token_key(email)],
             args=[first.toordinal(), last.toordinal(), cap, hot_start.toordinal(), proof_nonce,
                   self.ttl_seconds, unique_token()],
         )
@@ -498,7 +500,7 @@ class HotStore:
 
     async def data_token(self, email: str) -> str | None:
         """The user's data token now (one GET); None if the user has none."""
-        token: str | None = await self.runner.execute("GET", version_key(email))
+        token: str | None = await self.runner.execute("GET", data_token_key(email))
         return token
 
     async def begin_proofs(self, emails: list[str], nonce: str) -> list[str]:
@@ -516,7 +518,7 @@ class HotStore:
         PostgreSQL holds live in that window, read after :meth:`list_range` or
         :meth:`begin_proofs` placed ``nonce``."""
         return bool(await self.runner.run(
-            PROVE, keys=[by_date_key(email), version_key(email)],
+            PROVE, keys=[by_date_key(email), data_token_key(email)],
             args=[nonce, unique_token(), self.ttl_seconds, *live_ids]))
 
     async def newer_than(self, stored: list[Entry]) -> dict[str, HotEntry]:
@@ -537,7 +539,7 @@ class HotStore:
             for entry in entries:
                 await self._mark(
                     keys=[entry_key(entry.id), unsynced_key(entry.email),
-                          version_key(entry.email)],
+                          data_token_key(entry.email)],
                     args=[sink_flag, str(entry.version), entry.id, unique_token(),
                           self.ttl_seconds], client=pipe,
                 )

@@ -7,16 +7,16 @@ from pathlib import Path
 from syncsuite.timeentries.v1 import timeentries_service_pb2, timeentries_service_pb2_grpc
 
 from services.timeentries.handlers import TimeEntriesServicer
-from services.timeentries.hot_store import USER_KEYS_PREFIX, HotStore, email_of_version_key
+from services.timeentries.hot_store import DATA_TOKEN_PREFIX, HotStore, email_of_data_token_key
 from services.timeentries.model import Limits
 from services.timeentries.outbox import Outbox
-from services.timeentries.pipelined_redis import PipelinedRedis
 from services.timeentries.projects import Projects
 from services.timeentries.settings import TimeEntriesSettings
 from services.timeentries.store import EntryStore, ProjectStore
 from services.timeentries.worker import SINK_NAMES, Workers, build_workers
 from services.timeentries.zoho import ZohoClient
 from shared.config import load
+from shared.pipelined_redis import PipelinedRedis
 from shared.redis_invalidation import RedisInvalidationFeed
 from shared.server import Runtime, ServiceDefinition
 from shared.sync import SyncJob, SyncScope
@@ -49,7 +49,7 @@ def feed_list_cache(
     shutdown (so a held answer is served with no Redis call; see hot_store.py, "Data
     version")."""
     return runtime.redis_invalidation_feed(
-        [USER_KEYS_PREFIX], email_of_version_key, servicer.list_cache, **options)
+        [DATA_TOKEN_PREFIX], email_of_data_token_key, servicer.list_cache, **options)
 
 
 async def setup(runtime: Runtime) -> None:

@@ -17,15 +17,15 @@ from services.timeentries.hot_store import (
     INDEX_COMPLETE,
     HotStore,
     by_date_key,
+    data_token_key,
     entry_key,
     projects_key,
-    version_key,
 )
-from services.timeentries.lua import RedisPyRunner, RedisRunner
 from services.timeentries.model import Entry
-from services.timeentries.pipelined_redis import PipelinedRedis
 from services.timeentries.sandbox import sandbox_email
 from services.timeentries.server import SERVICE
+from shared.lua import RedisPyRunner, RedisRunner
+from shared.pipelined_redis import PipelinedRedis
 from shared.server import RunningService, running_service
 from tests.timeentries.conftest import (
     Caller,
@@ -98,7 +98,7 @@ async def test_every_change_a_list_can_show_sets_a_new_data_token(
 
     assert await hot.data_token(email) is None
     first = (await hot.list_rows(email, hot_start, today(), hot_start)).token  # a read sets it
-    assert await hot.data_token(email) == await redis.get(version_key(email)) == first
+    assert await hot.data_token(email) == await redis.get(data_token_key(email)) == first
     tokens.append(first)
 
     now = datetime.now(UTC).isoformat()
@@ -139,7 +139,7 @@ async def test_every_change_a_list_can_show_sets_a_new_data_token(
     tokens.append(withdrawn.token)
 
     # a lost token (key expired, Redis flushed) gives a new one, never a held one back
-    await redis.delete(version_key(email))
+    await redis.delete(data_token_key(email))
     assert await hot.data_token(email) is None
     assert (await hot.list_rows(email, hot_start, today(), hot_start)).token not in tokens
 

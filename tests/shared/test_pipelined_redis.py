@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
-from services.timeentries.lua import LuaScript
-from services.timeentries.pipelined_redis import PipelinedRedis
 from shared.backends import free_port
+from shared.lua import LuaScript
+from shared.pipelined_redis import PipelinedRedis
 from shared.scratch import with_path
 
 pytestmark = pytest.mark.timeout(30)
@@ -135,3 +135,35 @@ async def test_a_closed_client_refuses_commands_instead_of_reconnecting(redis_ur
     await client.aclose()
     with pytest.raises(ConnectionError, match="closed"):
         await client.execute("PING")
+
+
+async def test_a_subscribed_connection_hands_messages_over_and_hears_of_its_loss(
+    redis_url: str, redis: aioredis.Redis
+) -> None:
+    """The invalidation feed's way of using it: messages (text kept byte for byte) go to
+    ``on_push``; a killed idle connection is reported to ``on_lost`` and stays lost."""
+    channel = key("channel")
+    pushed: list[list[object]] = []
+    lost: list[Exception] = []
+    feed = PipelinedRedis(redis_url, timeout=1.0, client_name="pipelined-test-feed",
+                          text_errors="surrogateescape", reconnect=False,
+                          on_push=pushed.append, on_lost=lost.append)
+    try:
+        client_id = await feed.execute("CLIENT", "ID")
+        assert await feed.execute("SUBSCRIBE", channel) == ["subscribe", channel, 1]
+        assert await redis.publish(channel, b"caf\xc3\xa9 \xff") == 1
+        assert await feed.execute("PING") == ["pong", ""]  # answered after the message
+        assert pushed == [["message", channel, "café \udcff"]]
+        names = {entry["id"]: entry["name"] for entry in await redis.client_list()}
+        assert names[str(client_id)] == "pipelined-test-feed"
+
+        assert await redis.client_kill_filter(_id=client_id) == 1
+        for _ in range(100):
+            if lost:
+                break
+            await asyncio.sleep(0.01)
+        assert len(lost) == 1 and isinstance(lost[0], ConnectionError)
+        with pytest.raises(ConnectionError, match="connects once"):
+            await feed.execute("PING")
+    finally:
+        await feed.aclose()

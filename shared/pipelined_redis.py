@@ -13,6 +13,12 @@ for ``timeout`` seconds, fails every command in flight with ``ConnectionError`` 
 ``TimeoutError`` and is dropped; the next command connects again. As with any client, a
 command in flight when the connection broke may or may not have run: nothing is retried here
 (CreateTimeEntry's request id makes the caller's retry safe).
+
+A subscribed connection (the Redis invalidation feed's) gives ``on_push`` the published
+messages (``["message", channel, payload]``), which answer no command. Give ``on_push`` only to
+a connection that subscribes: it then runs no command whose reply could look like a message.
+``reconnect=False`` makes the client connect once (its commands fail once that connection is
+gone), and ``on_lost`` hears of a lost connection even when no command is in flight.
 """
 
 from __future__ import annotations
@@ -20,14 +26,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError, InvalidResponse, ResponseError, TimeoutError
 
-from services.timeentries.lua import Arg, LuaScript
+from shared.lua import Arg, LuaScript
 
 __all__ = ["PipelinedRedis"]
 
@@ -47,7 +53,14 @@ class PipelinedRedis:
     """One connection to the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``,
     with its user, password and database), opened on first use."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, connect_timeout: float = 2.0,
+        client_name: str | None = None, text_errors: str = "strict", reconnect: bool = True,
+        on_push: Callable[[list[Any]], None] | None = None,
+        on_lost: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """``text_errors``: how text that is not UTF-8 is decoded (``strict``: that reply
+        fails its caller; ``surrogateescape``: kept, byte for byte)."""
         options = parse_url(url)
         self._path: str | None = options.get("path")
         self._host = str(options.get("host") or "127.0.0.1")
@@ -61,6 +74,13 @@ class PipelinedRedis:
                                    else ("AUTH", options["password"]))
         if options.get("db"):
             self._handshake.append(("SELECT", int(options["db"])))
+        if client_name:
+            self._handshake.append(("CLIENT", "SETNAME", client_name))
+        self._text_errors = text_errors
+        self._reconnect = reconnect
+        self._on_push = on_push
+        self._on_lost = on_lost
+        self._attempted = False
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._connect_lock = asyncio.Lock()
@@ -104,6 +124,10 @@ class PipelinedRedis:
                 raise ConnectionError("the Redis client was closed")
             if self._transport is not None:
                 return
+            if self._attempted and not self._reconnect:
+                raise ConnectionError("this Redis client connects once, and that connection "
+                                      "is gone")
+            self._attempted = True
             loop = asyncio.get_running_loop()
             protocol = _Protocol(self)
             try:
@@ -120,7 +144,8 @@ class PipelinedRedis:
             self._loop = loop
             self._transport = transport  # type: ignore[assignment]
             self._protocol = protocol
-            self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError,
+            self._reader = hiredis.Reader(encoding="utf-8", errors=self._text_errors,
+                                          replyError=ResponseError,
                                           protocolError=InvalidResponse)
             # Queued first, so Redis runs them before any command sent after them.
             try:
@@ -164,6 +189,10 @@ class PipelinedRedis:
                 return
             if reply is False:
                 return
+            if (self._on_push is not None and type(reply) is list and reply
+                    and reply[0] == "message"):
+                self._on_push(reply)
+                continue
             if not waiting:
                 self._drop(ConnectionError("Redis sent a reply that nothing asked for"))
                 return
@@ -205,3 +234,5 @@ class PipelinedRedis:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        if self._on_lost is not None:
+            self._on_lost(error)
