@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ class LatencyStats:
     p99_ms: float
     max_ms: float
     mean_ms: float
+    server_cpu_us: float | None = None  # the server process's CPU per call, when known
 
     def summary(self) -> str:
         return (f"{self.throughput:,.0f} calls/s, p50 {self.p50_ms:.2f} ms, "
@@ -128,6 +130,7 @@ class Samples:
     errors: int = 0
     seconds: float = 0.0
     first_error: str | None = None
+    server_cpu: float | None = None  # seconds of the server's CPU in the window, when known
 
     @classmethod
     def merge(cls, parts: Sequence[Samples], *, sequential: bool = False) -> Samples:
@@ -139,6 +142,9 @@ class Samples:
             errors=sum(part.errors for part in parts),
             seconds=sum(windows) if sequential else max(windows, default=0.0),
             first_error=next((p.first_error for p in parts if p.first_error), None),
+            server_cpu=(sum(p.server_cpu for p in parts if p.server_cpu is not None)
+                        if sequential and parts and all(p.server_cpu is not None for p in parts)
+                        else None),
         )
 
     def stats(self) -> LatencyStats:
@@ -156,6 +162,8 @@ class Samples:
             p99_ms=percentile(ordered, 99),
             max_ms=ordered[-1] if ordered else 0.0,
             mean_ms=sum(ordered) / count if count else 0.0,
+            server_cpu_us=(self.server_cpu * 1e6 / (count + self.errors)
+                           if self.server_cpu is not None and count + self.errors else None),
         )
 
 
@@ -181,6 +189,13 @@ class Comparison:
         """Candidate p99 as a multiple of the baseline's (1.0 = no slower than the baseline)."""
         return _ratio(self.candidate.p99_ms, self.baseline.p99_ms)
 
+    @property
+    def server_cpu_ratio(self) -> float | None:
+        """The server's CPU per candidate call as a multiple of its CPU per baseline call."""
+        if self.candidate.server_cpu_us is None or self.baseline.server_cpu_us is None:
+            return None
+        return _ratio(self.candidate.server_cpu_us, self.baseline.server_cpu_us)
+
 
 def speedup(new: LatencyStats, old: LatencyStats) -> float:
     """``new``'s calls/s over ``old``'s, both measured side by side (> 1: ``new`` is faster)."""
@@ -191,11 +206,13 @@ def speedup(new: LatencyStats, old: LatencyStats) -> float:
 
 
 async def _collect(
-    call: Call, concurrency: int, duration: float, warmup: float, max_calls: int | None
+    call: Call, concurrency: int, duration: float, warmup: float, max_calls: int | None,
+    server_cpu: Callable[[], float] | None = None,
 ) -> Samples:
     """``concurrency`` callers each call ``call`` again as soon as it returns. Calls started
     after the warmup are measured, until ``duration`` has passed or ``max_calls`` were made;
-    the window ends when the last measured call returns."""
+    the window ends when the last measured call returns. ``server_cpu`` (the server process's
+    CPU seconds so far) is read when the window opens and when it ends."""
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     samples = Samples()
@@ -203,6 +220,9 @@ async def _collect(
     begin = clock() + warmup
     end = begin + duration
     started_measured = 0
+    cpu_at_begin: list[float] = []
+    if server_cpu is not None:
+        asyncio.get_running_loop().call_later(warmup, lambda: cpu_at_begin.append(server_cpu()))
 
     async def caller() -> None:
         nonlocal started_measured
@@ -224,6 +244,8 @@ async def _collect(
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     samples.seconds = max(clock() - begin, 0.0)
+    if cpu_at_begin:
+        samples.server_cpu = server_cpu() - cpu_at_begin[0]  # type: ignore[misc]
     return samples
 
 
@@ -362,9 +384,11 @@ async def _samples(
         return await _collect_in_processes(
             address, factory, workers, concurrency, duration, warmup, max_calls
         )
+    pid = _server_pids.get(address)
     channel = await _open(address)
     try:
-        return await _collect(factory(channel), concurrency, duration, warmup, max_calls)
+        return await _collect(factory(channel), concurrency, duration, warmup, max_calls,
+                              server_cpu=None if pid is None else partial(cpu_seconds, pid))
     finally:
         await channel.close()
 
@@ -527,9 +551,31 @@ def as_process(
         except (TimeoutError, ProcessExited):
             raise BenchError(f"{module} is not serving at {address}:\n{process.log_tail()}"
                              ) from None
+        if process.pid is not None and _readable_cpu(process.pid):
+            _server_pids[address] = process.pid
         yield address
     finally:
+        _server_pids.pop(address, None)
         process.stop()
+
+
+_server_pids: dict[str, int] = {}  # address → pid of the servers as_process started
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, all threads) process ``pid`` has used so far (Linux)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def _readable_cpu(pid: int) -> bool:
+    try:
+        cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):
+        return False
+    return True
 
 
 # -- reporting ---------------------------------------------------------------------------------
@@ -620,6 +666,8 @@ class Report:
                  notes=detail)
         self.add(f"{name} p50", stats.p50_ms, "ms")
         self.add(f"{name} p99", stats.p99_ms, "ms", target=p99 or "")
+        if stats.server_cpu_us is not None:
+            self.add(f"{name} server CPU per call", stats.server_cpu_us, "µs")
 
     def add_comparison(
         self, name: str, comparison: Comparison, *, throughput: Target | None = None,
@@ -630,6 +678,8 @@ class Report:
         self.add(f"{name} throughput {versus}", comparison.throughput_ratio, "×",
                  target=throughput or "")
         self.add(f"{name} p99 {versus}", comparison.p99_ratio, "×", target=p99 or "")
+        if comparison.server_cpu_ratio is not None:
+            self.add(f"{name} server CPU per call {versus}", comparison.server_cpu_ratio, "×")
 
     def rows(self) -> list[list[str]]:
         met = {True: "yes", False: "NO", None: ""}

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from itertools import count
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from bench.harness import (
     _shares,
     at_least,
     at_most,
+    cpu_seconds,
     drive,
     percentile,
     speedup,
@@ -71,6 +75,28 @@ def test_merged_samples_keep_the_longest_window_or_add_sequential_ones() -> None
         3, 1, 1.5, "boom"
     )
     assert Samples.merge(parts, sequential=True).seconds == 2.5
+
+
+def test_server_cpu_is_per_call_and_adds_up_only_over_sequential_parts() -> None:
+    parts = [Samples([0.001] * 3, 1, 1.0, server_cpu=0.002),
+             Samples([0.002] * 4, 0, 1.0, server_cpu=0.005)]
+    assert parts[0].stats().server_cpu_us == pytest.approx(500)  # 2 ms over 3 calls + 1 error
+    merged = Samples.merge(parts, sequential=True)
+    assert merged.stats().server_cpu_us == pytest.approx(875)  # 7 ms over 8 calls
+    assert Samples.merge(parts).server_cpu is None  # overlapping windows: not one process's
+    assert Samples.merge([parts[0], Samples([0.001], 0, 1.0)], sequential=True
+                         ).stats().server_cpu_us is None
+    cheap, dear = (replace(_stats(1000, 1.0), server_cpu_us=us) for us in (300.0, 450.0))
+    assert Comparison(dear, cheap).server_cpu_ratio == pytest.approx(1.5)
+    assert Comparison(_stats(1000, 1.0), cheap).server_cpu_ratio is None
+
+
+def test_cpu_seconds_counts_this_process_working() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    assert 0.05 <= cpu_seconds(os.getpid()) - before < 1.0
 
 
 def test_all_failed_samples_raise() -> None:
