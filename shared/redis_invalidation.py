@@ -87,10 +87,9 @@ class RedisInvalidationFeed(ReconnectingFeed):
             why.append(error)
             lost.set()
 
-        # RESP2; key names that are not UTF-8 are kept (surrogates), never refused. A command
-        # left unanswered for a keep-alive period drops the connection.
+        # RESP2; key names that are not UTF-8 are kept (surrogates), never refused.
         connection = PipelinedRedis(
-            self._redis_url, timeout=self._keepalive_seconds, connect_timeout=_CONNECT_TIMEOUT,
+            self._redis_url, timeout=_CONNECT_TIMEOUT, connect_timeout=_CONNECT_TIMEOUT,
             client_name="syncsuite-invalidation-feed", text_errors="surrogateescape",
             reconnect=False, on_push=self._pushed, on_lost=on_lost)
         try:
@@ -109,8 +108,10 @@ class RedisInvalidationFeed(ReconnectingFeed):
                     await asyncio.wait_for(lost.wait(), self._keepalive_seconds)
                 except TimeoutError:
                     if self.messages == heard and not lost.is_set():
-                        # quiet: asked a PING, which drops the connection if left unanswered
-                        await connection.execute("PING")
+                        # quiet: a PING, given up on (and the connection with it) if left
+                        # unanswered for another keep-alive period
+                        await asyncio.wait_for(connection.execute("PING"),
+                                               self._keepalive_seconds)
             raise why[0]
         finally:
             self.client_id = None
