@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 
+from services.timeentries import hot_store
 from services.timeentries.hot_store import (
     INDEX_COMPLETE,
     HotStore,
@@ -20,6 +21,7 @@ from services.timeentries.hot_store import (
     data_token_key,
     entry_key,
     projects_key,
+    unsynced_key,
 )
 from services.timeentries.model import Entry
 from services.timeentries.sandbox import sandbox_email
@@ -75,6 +77,44 @@ async def runner(
     pipelined = PipelinedRedis(redis_url)
     yield pipelined
     await pipelined.aclose()
+
+
+async def test_a_batch_of_sink_marks_is_one_script_per_chunk_with_each_entry_judged_alone(
+    redis: aioredis.Redis, runner: RedisRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mark_synced as the workers call it: entries of several users, one of them changed
+    since the sink read it, one whose hash is gone; chunks of MARK_CHUNK entries."""
+    monkeypatch.setattr(hot_store, "MARK_CHUNK", 2)
+    hot = HotStore(redis, TTL, runner=runner)
+    now = datetime.now(UTC).isoformat()
+    users = ("marks-a@example.com", "marks-b@example.com")
+    entries = []
+    for number, email in enumerate([*users, users[0], users[1]], start=1):
+        await redis.sadd(projects_key(email), "-", "p1")
+        entry = Entry(id=f"00000000-0000-4000-8000-00000000010{number}", email=email,
+                      project_id="p1", date=day(1), minutes=30, description="m",
+                      billable=True, version=1, deleted=False, create_time=now, update_time=now)
+        assert (await hot.create(entry)).outcome == "ok"
+        entries.append(entry)
+    changed, gone = entries[2], entries[3]
+    assert (await hot.change(changed.id, changed.email, 1, now, changes={"minutes": "40"})
+            ).outcome == "ok"  # now at version 2: a mark of version 1 must not flag it
+    await redis.delete(entry_key(gone.id))
+    before = {email: await hot.data_token(email) for email in users}
+
+    await hot.mark_synced("pg", entries)
+    flags = {e.id: await redis.hmget(entry_key(e.id), "pg", "zoho", "synced") for e in entries}
+    assert flags[entries[0].id] == flags[entries[1].id] == ["1", "0", "0"]
+    assert flags[changed.id] == ["0", "0", "0"]
+    assert not await redis.sismember(unsynced_key(gone.email), gone.id)  # hash gone: dropped
+    after = {email: await hot.data_token(email) for email in users}
+    assert all(after[email] != before[email] for email in users)
+
+    await hot.mark_synced("zoho", entries[:2])
+    for entry in entries[:2]:
+        assert await redis.hget(entry_key(entry.id), "synced") == "1"
+        assert not await redis.sismember(unsynced_key(entry.email), entry.id)
+    assert await redis.sismember(unsynced_key(changed.email), changed.id)
 
 
 async def test_every_change_a_list_can_show_sets_a_new_data_token(
