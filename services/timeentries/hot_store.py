@@ -425,8 +425,7 @@ def _pairs(flat: list[Any]) -> dict[str, Any]:
 
 class HotStore:
     """The hot copy. Its scripts and the data token's GET go through ``runner`` (the service
-    gives its :class:`~shared.pipelined_redis.PipelinedRedis`; by default,
-    ``redis``); the sinks' marks go through ``redis`` as one pipeline."""
+    gives its :class:`~shared.pipelined_redis.PipelinedRedis`; by default, ``redis``)."""
 
     def __init__(
         self, redis: aioredis.Redis, ttl_seconds: int, max_future_days: int = 1,
@@ -542,10 +541,11 @@ class HotStore:
     async def mark_synced(self, sink_flag: str, entries: list[Entry]) -> None:
         """Tells each entry's hash that ``sink_flag`` ('pg' or 'zoho') has its version (an
         entry changed since keeps its flags), in one script per :data:`MARK_CHUNK` entries;
-        each user's data token changes once."""
-        tokens = {email: unique_token() for email in {entry.email for entry in entries}}
+        each user's data token changes once per script (to a token of its own: one reused by a
+        later script could bring back a state a replica holds an answer of)."""
         for first in range(0, len(entries), MARK_CHUNK):
             chunk = entries[first:first + MARK_CHUNK]
+            tokens = {email: unique_token() for email in {entry.email for entry in chunk}}
             keys = [key for entry in chunk for key in (
                 entry_key(entry.id), unsynced_key(entry.email), data_token_key(entry.email))]
             args: list[str | int] = [sink_flag, self.ttl_seconds]

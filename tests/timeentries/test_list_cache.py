@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -115,6 +116,23 @@ async def test_a_batch_of_sink_marks_is_one_script_per_chunk_with_each_entry_jud
         assert await redis.hget(entry_key(entry.id), "synced") == "1"
         assert not await redis.sismember(unsynced_key(entry.email), entry.id)
     assert await redis.sismember(unsynced_key(changed.email), changed.id)
+
+    # a user in two chunks gets a token of its own from each: a write between the two sets a
+    # token that the second chunk must not overwrite with one handed out before that write
+    seen: list[str | None] = []
+
+    class Watching:
+        async def run(self, script: Any, keys: Any, args: Any) -> Any:
+            reply = await runner.run(script, keys, args)
+            seen.append(await hot.data_token(users[0]))
+            return reply
+
+        async def execute(self, *command: Any) -> Any:
+            return await runner.execute(*command)
+
+    watched = HotStore(redis, TTL, runner=Watching())
+    await watched.mark_synced("pg", [entries[0], entries[1], entries[0]])
+    assert len(seen) == 2 and seen[0] != seen[1]
 
 
 async def test_every_change_a_list_can_show_sets_a_new_data_token(
