@@ -179,9 +179,12 @@ _PRICES_BY_SKU = _PRICES_UNLESS.format(
 # expression repeated the lookup in every aggregate (~30% of the query). Only the top rows look
 # up which regions those were, and their names.
 _ARBITRAGE = """
-WITH rates AS (
-    SELECT code, factor, position
-    FROM unnest($4::float8[], $5::text[]) WITH ORDINALITY AS r(factor, code, position)
+WITH rates AS (  -- a currency listed twice counts once, where it is first listed
+    SELECT code, factor, position FROM (
+        SELECT DISTINCT ON (code) code, factor, position
+        FROM unnest($4::float8[], $5::text[]) WITH ORDINALITY AS r(factor, code, position)
+        ORDER BY code, position
+    ) first_listed
     WHERE factor IS NOT NULL
 ), variants AS (
     SELECT l.product_id, l.variant_id, min(l.lowest_ask_float * r.factor) AS low,

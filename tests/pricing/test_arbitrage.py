@@ -66,3 +66,17 @@ async def test_equal_converted_asks_go_to_the_first_region_listed(store: Pricing
     reordered = await store.arbitrage(fresh_after=FRESH_AFTER, min_spread=1.0, limit=10,
                                       factors=[1.25, 1.0, 1.0], currencies=["GBP", "USD", "EUR"])
     assert [r.buy_currency for r in reordered] == ["GBP"]
+
+
+async def test_a_currency_listed_twice_counts_once_with_its_first_factor(
+    store: PricingStore,
+) -> None:
+    await _latest(store, [("p1", "a", "USD", "100", NOW), ("p2", "a", "USD", "100", NOW),
+                          ("p2", "a", "GBP", "100", NOW)])
+    rows = await store.arbitrage(fresh_after=FRESH_AFTER, min_spread=0.0, limit=10,
+                                 factors=[1.0, 1.25, 2.0], currencies=["USD", "GBP", "USD"])
+    assert [(r.product.product_id, r.spread_percent) for r in rows] == [("p2", pytest.approx(25.0))]
+    first_without_rate = await store.arbitrage(
+        fresh_after=FRESH_AFTER, min_spread=0.0, limit=10, factors=[1.0, None, 1.5],
+        currencies=["USD", "GBP", "GBP"])
+    assert first_without_rate == []
