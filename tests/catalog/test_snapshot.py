@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -163,3 +164,22 @@ async def test_data_fetched_before_a_clear_cache_is_not_published_after_it(
     meta = await snapshots.meta(CUSTOMERS)
     assert meta is not None and meta.total == 150
     assert tiers.index is not None and tiers.index.version == meta.version
+
+
+async def test_text_the_fast_encoder_refuses_still_round_trips(redis: aioredis.Redis) -> None:
+    """A lone surrogate (JSON from upstream may carry one, escaped) and an integer beyond 64
+    bits go through the standard library's encoder; a chunk an older replica wrote with the
+    standard library (non-ASCII escaped) reads the same."""
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    records = customers(3)
+    records[1]["company_name"] = "half a pair \ud800 here"
+    records[2]["netsuite_id"] = 2 ** 70
+    meta = await store.write(CUSTOMERS, records, datetime.now(UTC))
+    found = await store.read(CUSTOMERS)
+    assert found is not None and found[0] == records
+
+    rows = [[record.get(name) for name in CUSTOMERS.fields] for record in customers(2)]
+    await redis.set(store.chunk_key(CUSTOMERS, meta.version, 0), json.dumps(rows))
+    await redis.set(store.meta_key(CUSTOMERS), replace(meta, chunks=1, total=2).as_json())
+    found = await store.read(CUSTOMERS)
+    assert found is not None and found[0] == customers(2)
