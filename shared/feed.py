@@ -11,7 +11,8 @@ connection is lost (every read then checks the source, as without a feed).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import structlog
@@ -44,16 +45,21 @@ class ReconnectingFeed:
         self._first_retry_delay = first_retry_delay
         self.connected = asyncio.Event()
         self.connects = 0  # successful (re)connections, for tests and logs
+        self.messages = 0  # messages received (subclasses count them), for keep-alive and tests
 
     async def run(self) -> None:
         delay = self._first_retry_delay
         while True:
+            connects, failure = self.connects, None
             try:
                 await self._listen_until_lost()
-                delay = self._first_retry_delay  # it was up: start backing off afresh
             except self.connection_errors as error:
-                log.warning("invalidation_feed_down", feed=self.name,
-                            error=type(error).__name__, retry_in_seconds=round(delay, 2))
+                failure = type(error).__name__
+            if self.connects > connects:  # it was up, however it ended: back off afresh
+                delay = self._first_retry_delay
+            if failure is not None:
+                log.warning("invalidation_feed_down", feed=self.name, error=failure,
+                            retry_in_seconds=round(delay, 2))
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
@@ -61,6 +67,20 @@ class ReconnectingFeed:
         """Connects, calls :meth:`_up` once listening, hands messages to the caches until the
         connection is lost, and calls :meth:`_down` whatever happens."""
         raise NotImplementedError
+
+    async def _keep_alive(
+        self, lost: asyncio.Event, ping: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Returns once ``lost`` is set. After each keep-alive period without a message, awaits
+        ``ping()``, which raises when the connection is gone or leaves it unanswered for a
+        keep-alive period."""
+        while not lost.is_set():
+            heard = self.messages
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), self._keepalive_seconds)
+                return
+            if self.messages == heard:
+                await ping()
 
     def _up(self, **details: Any) -> None:
         for cache in self._caches:

@@ -67,12 +67,12 @@ class InvalidationFeed(ReconnectingFeed):
             await connection.add_listener(self.name, self._notified)
             self._connection = connection
             self._up()  # after LISTEN: nothing committed from now on is missed
-            while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), self._keepalive_seconds)
-                    break
+
+            async def ping() -> None:
                 async with self._using_connection:
                     await connection.execute("SELECT 1", timeout=self._keepalive_seconds)
+
+            await self._keep_alive(lost, ping)
         finally:
             self._connection = None
             self._down()
@@ -101,6 +101,7 @@ class InvalidationFeed(ReconnectingFeed):
             self._markers.pop(marker, None)
 
     def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        self.messages += 1
         if payload.startswith(MARKER_PREFIX):  # caught_up()'s, ours or another replica's
             arrived = self._markers.get(payload)
             if arrived is not None and not arrived.done():

@@ -77,21 +77,14 @@ class RedisInvalidationFeed(ReconnectingFeed):
         self._prefixes = tuple(prefixes)
         self._tag_of_key = tag_of_key
         self.client_id: int | None = None  # the connection's CLIENT ID while connected
-        self.messages = 0  # invalidation messages received (for tests and measurements)
 
     async def _listen_until_lost(self) -> None:
         lost = asyncio.Event()
-        why: list[Exception] = []
-
-        def on_lost(error: Exception) -> None:
-            why.append(error)
-            lost.set()
-
         # RESP2; key names that are not UTF-8 are kept (surrogates), never refused.
         connection = PipelinedRedis(
             self._redis_url, timeout=_CONNECT_TIMEOUT, connect_timeout=_CONNECT_TIMEOUT,
             client_name="syncsuite-invalidation-feed", text_errors="surrogateescape",
-            reconnect=False, on_push=self._pushed, on_lost=on_lost)
+            reconnect=False, on_push=self._pushed, on_lost=lambda _error: lost.set())
         try:
             client_id = int(await connection.execute("CLIENT", "ID"))
             await connection.execute(
@@ -102,17 +95,8 @@ class RedisInvalidationFeed(ReconnectingFeed):
                 raise RedisError(f"unexpected answer to SUBSCRIBE: {confirmation[0]!r}")
             self.client_id = client_id
             self._up(client_id=client_id)  # tracked and subscribed: no change is missed
-            while not lost.is_set():
-                heard = self.messages
-                try:
-                    await asyncio.wait_for(lost.wait(), self._keepalive_seconds)
-                except TimeoutError:
-                    if self.messages == heard and not lost.is_set():
-                        # quiet: a PING, given up on (and the connection with it) if left
-                        # unanswered for another keep-alive period
-                        await asyncio.wait_for(connection.execute("PING"),
-                                               self._keepalive_seconds)
-            raise why[0]
+            await self._keep_alive(lost, lambda: asyncio.wait_for(
+                connection.execute("PING"), self._keepalive_seconds))
         finally:
             self.client_id = None
             self._down()
