@@ -146,12 +146,13 @@ class VersionedReadCache(Generic[K, V]):
         (they are checked against the database on their next read)."""
         self._received += 1
         self.stats.notifications += 1
-        if len(self._notified) >= self.MAX_NOTIFIED_TAGS and self.feed_connected:
+        if not self.feed_connected:
+            return  # nothing loaded now is trusted, and feed_up starts the record over
+        if len(self._notified) >= self.MAX_NOTIFIED_TAGS:
             self.feed_up()  # start the record over: everything held is checked once
         tags = tuple(tags)
         if EVERYTHING in tags:
-            if self.feed_connected:
-                self.feed_up()  # a new epoch: neither held values nor running loads are trusted
+            self.feed_up()  # a new epoch: neither held values nor running loads are trusted
             return
         for tag in tags:
             self._notified[tag] = self._received

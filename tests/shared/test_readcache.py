@@ -122,3 +122,15 @@ async def test_two_replicas_see_a_committed_write_on_their_next_read(pool: async
     for replica in (replica_a, replica_b):
         assert await replica.get("k", conditional_load(pool, "k")) == "new"
         assert replica.stats.hits >= 1
+
+
+def test_without_a_feed_invalidations_are_counted_but_not_recorded() -> None:
+    """A write invalidates its replica's cache whether or not a feed is up (timeentries): with
+    none up, nothing held is trusted anyway, so no tag is kept (it would only pile up)."""
+    cache: VersionedReadCache[str, str] = VersionedReadCache()
+    for n in range(1000):
+        cache.invalidate([f"user-{n}"])
+    assert cache.stats.notifications == 1000 and not cache._notified
+    cache.feed_up()
+    cache.invalidate(["user-1"])
+    assert list(cache._notified) == ["user-1"]
