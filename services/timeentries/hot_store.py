@@ -234,26 +234,28 @@ return flat
 
 # KEYS: per entry, its hash, its user's unsynced set and data token. ARGV: sink flag ('pg' |
 # 'zoho'), token TTL, then per entry its version, id and its user's new data token. Marks that
-# a sink has each entry's current version; both sinks → synced.
+# a sink has each entry's current version (both sinks → synced); each user with a marked entry
+# has the token set once.
 _MARK = _PRELUDE + """
 local flag, ttl = ARGV[1], ARGV[2]
 local other = flag == 'pg' and 'zoho' or 'pg'
+local tokens = {}
 for i = 1, #KEYS / 3 do
-  local entry, unsynced, token_key = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local entry, unsynced = KEYS[3 * i - 2], KEYS[3 * i - 1]
   local id = ARGV[3 * i + 1]
   local v = redis.call('HGET', entry, 'version')
   if not v then
     redis.call('SREM', unsynced, id)
   elseif v == ARGV[3 * i] then
     redis.call('HSET', entry, flag, '1')
-    bump(token_key, ARGV[3 * i + 2], ttl)
+    tokens[KEYS[3 * i]] = ARGV[3 * i + 2]
     if redis.call('HGET', entry, other) == '1' then
       redis.call('HSET', entry, 'synced', '1')
       redis.call('SREM', unsynced, id)
     end
   end
 end
-return 0
+for token_key, token in pairs(tokens) do bump(token_key, token, ttl) end
 """
 
 
