@@ -80,7 +80,6 @@ class PipelinedRedis:
         self._reconnect = reconnect
         self._on_push = on_push
         self._on_lost = on_lost
-        self._attempted = False
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._connect_lock = asyncio.Lock()
@@ -92,7 +91,7 @@ class PipelinedRedis:
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+        self._no_connect: str | None = None  # why no (new) connection is made (None: as needed)
 
     async def run(self, script: LuaScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """The script's reply (EVALSHA; EVAL once if Redis does not have it cached)."""
@@ -111,7 +110,7 @@ class PipelinedRedis:
 
     async def aclose(self) -> None:
         """Closes the connection (commands in flight fail); later commands fail at once."""
-        self._closed = True
+        self._no_connect = "the Redis client was closed"
         if self._transport is not None:
             self._transport.close()
             self._lost(self._protocol, ConnectionError("the Redis client was closed"))
@@ -120,14 +119,12 @@ class PipelinedRedis:
 
     async def _connect(self) -> None:
         async with self._connect_lock:
-            if self._closed:
-                raise ConnectionError("the Redis client was closed")
+            if self._no_connect is not None:
+                raise ConnectionError(self._no_connect)
             if self._transport is not None:
                 return
-            if self._attempted and not self._reconnect:
-                raise ConnectionError("this Redis client connects once, and that connection "
-                                      "is gone")
-            self._attempted = True
+            if not self._reconnect:
+                self._no_connect = "this Redis client connects once, and that connection is gone"
             loop = asyncio.get_running_loop()
             protocol = _Protocol(self)
             try:
