@@ -3,6 +3,7 @@ per test session (dropped after), and the environment a service is started with.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.backends import Backends, BackendStack
+from shared.backends import Backends, BackendStack, EmbeddedRedis
 from shared.logging import configure_logging
 from shared.scratch import scratch_database, scratch_redis_db
 
@@ -43,6 +44,18 @@ async def redis_url(backends: Backends) -> AsyncIterator[str]:
     """A Redis logical database of its own for this session (1-15, rotated by a counter)."""
     async with scratch_redis_db(backends.redis_url) as url:
         yield url
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """A redis-server of this test's own: its keys, flushes, command counts and tracking
+    messages are this test's alone, and the test may kill and restart it."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.kill)
 
 
 @pytest.fixture(scope="session")

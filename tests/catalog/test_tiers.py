@@ -4,8 +4,6 @@ following a new snapshot, NetSuite down (PostgreSQL answers), Redis down (memory
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -108,16 +106,6 @@ async def test_netsuite_down_and_nothing_cached_is_unavailable(
             await catalog.search("acme")
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "NetSuite" in (raised.value.details() or "")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_down_search_still_answers_and_health_says_degraded(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,17 +29,6 @@ def tag_of(key: str) -> str | None:
     """``feed-test:{name}`` names ``name``, except names starting with ``ignored``."""
     name = key.removeprefix(PREFIX)
     return None if name.startswith("ignored") else name
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    """A redis-server of this test's own."""
-    server = EmbeddedRedis(tmp_path / "redis")
-    await asyncio.to_thread(server.start)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.kill)
 
 
 @pytest.fixture

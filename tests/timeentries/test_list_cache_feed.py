@@ -28,7 +28,6 @@ from shared.backends import EmbeddedRedis
 from shared.config import load
 from shared.redis_invalidation import RedisInvalidationFeed
 from shared.server import RunningService, running_service
-from tests.shared.test_redis_invalidation import private_redis  # noqa: F401 (a fixture)
 from tests.timeentries.conftest import Caller, Zoho, fast_env, sync_projects
 from tests.waiting import wait_for
 
@@ -124,7 +123,7 @@ async def list_times(replica: Replica, email: str, times: int) -> None:
 
 
 @pytest.fixture
-async def redis(private_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:  # noqa: F811
+async def redis(private_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
     yield client
     await client.aclose()
@@ -133,7 +132,7 @@ async def redis(private_redis: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]: 
 @pytest.fixture
 async def service(
     service_env: dict[str, str], zoho: Zoho, clean_state: None,
-    private_redis: EmbeddedRedis,  # noqa: F811
+    private_redis: EmbeddedRedis,
 ) -> AsyncIterator[RunningService]:
     """The service on the test's own Redis, no sink workers (Redis hears only the test)."""
     env = fast_env(service_env, zoho.url, REDIS_URL=private_redis.url,
