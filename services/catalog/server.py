@@ -404,7 +404,7 @@ async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
         state.generation = generation
         for name, tiers in state.tiers.items():
             try:
-                await tiers.follow(metas[name], publishes[name])
+                await tiers.follow(metas[name], publishes[name], generation)
             except REDIS_ERRORS:
                 pass
         if not await pause(interval):  # stopping (even if the cancellation got lost)

@@ -117,14 +117,13 @@ class SnapshotStore:
         left = await self._redis.pttl(self.meta_key(spec))
         return left / 1000 if left and left > 0 else None
 
-    async def write(self, spec: EntitySpec, records: list[Record],
-                    fetched_at: datetime) -> SnapshotMeta:
-        """Stores ``records`` as a new version and returns its meta."""
+    async def write(self, spec: EntitySpec, records: list[Record], fetched_at: datetime,
+                    generation: int | None = None) -> SnapshotMeta | None:
+        """Stores ``records`` as a new version and returns its meta (None: see :meth:`store`,
+        a ClearCache moved ``generation`` on)."""
         # off the event loop: encoding 50,000 records takes long enough to stall searches
         chunks = await asyncio.to_thread(self.encode, spec, records)
-        meta = await self.store(spec, chunks, fetched_at)
-        assert meta is not None  # stored whatever the generation
-        return meta
+        return await self.store(spec, chunks, fetched_at, generation)
 
     async def store(self, spec: EntitySpec, chunks: EncodedChunks, fetched_at: datetime,
                     generation: int | None = None) -> SnapshotMeta | None:

@@ -396,17 +396,20 @@ class EntityTiers:
 
     # -- following other replicas ------------------------------------------------------------------
 
-    async def follow(self, meta: SnapshotMeta | None, publishes: int) -> None:
+    async def follow(self, meta: SnapshotMeta | None, publishes: int,
+                     generation: int | None = None) -> None:
         """Loads the Redis snapshot when it holds newer data than this replica's index; writes
         this replica's data to Redis when it is newer (a sync ran while Redis was down).
-        ``meta`` is what Redis held when :attr:`publishes` was ``publishes``: if this replica
-        has begun a publish since, the poll is stale and does nothing (the next one follows)."""
+        ``meta`` and ``generation`` are what Redis held when :attr:`publishes` was
+        ``publishes``: if this replica has begun a publish since, the poll is stale and does
+        nothing (the next one follows); if a ClearCache moved the generation on since, nothing
+        is written back (the next poll drops the index)."""
         if publishes != self.publishes or self._changing.locked():
             return
         async with self._changing:
-            await self._follow(meta)
+            await self._follow(meta, generation)
 
-    async def _follow(self, meta: SnapshotMeta | None) -> None:
+    async def _follow(self, meta: SnapshotMeta | None, generation: int | None) -> None:
         index = self.index
         if index is None or (meta is not None and meta.version == index.version):
             return
@@ -414,9 +417,11 @@ class EntityTiers:
             await self.load_from_redis()
         elif index.source != SOURCE_POSTGRES and index.fetched_at is not None and (
                 meta is None or meta.fetched_at < index.fetched_at):
-            written = await self.snapshots.write(self.spec, index.records, index.fetched_at)
-            index.version = written.version
-            log.info("snapshot_republished", entity=self.spec.name, version=written.version)
+            written = await self.snapshots.write(self.spec, index.records, index.fetched_at,
+                                                 generation)
+            if written is not None:
+                index.version = written.version
+                log.info("snapshot_republished", entity=self.spec.name, version=written.version)
 
     async def close(self) -> None:
         """Cancels a load or fetch in flight (at shutdown, before Redis and the pool close)."""

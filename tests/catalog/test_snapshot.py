@@ -133,6 +133,26 @@ async def test_a_poll_overlapping_this_replicas_publish_is_not_followed(
     assert loads_from_redis == 1 and tiers.index is not None and len(tiers.index) == 2600
 
 
+async def test_a_poll_does_not_write_back_data_a_clear_cache_removed_since(
+    redis: aioredis.Redis,
+) -> None:
+    """A replica with newer data than Redis writes it back on its poll (a sync ran while Redis
+    was down), unless a ClearCache came in after the poll read the generation."""
+    snapshots = SnapshotStore(redis, chunk_bytes=200_000, ttl_seconds=600)
+    tiers = tiers_on(snapshots)
+    assert await tiers.publish(customers(100), datetime.now(UTC), await tiers.ticket())
+    await snapshots.clear(CUSTOMERS)  # Redis lost the snapshot: the poll would write it back
+
+    polled = (tiers.publishes, await snapshots.generation())
+    await snapshots.next_generation()  # a ClearCache elsewhere, after the poll's read
+    await tiers.follow(None, polled[0], polled[1])
+    assert await snapshots.meta(CUSTOMERS) is None
+
+    await tiers.follow(None, tiers.publishes, await snapshots.generation())
+    meta = await snapshots.meta(CUSTOMERS)
+    assert meta is not None and meta.total == 100  # without a clear since: written back
+
+
 async def test_data_fetched_before_a_clear_cache_is_not_published_after_it(
     redis: aioredis.Redis,
 ) -> None:
