@@ -113,7 +113,7 @@ class EntityTiers:
         self._fetching: asyncio.Task[SearchIndex] | None = None
         self.upstream_error = ""
         self.upstream_failed_at: float | None = None
-        # Held while this replica publishes a data set (snapshot written, index building) and
+        # Held while this replica publishes a data set (snapshot stored, index installed) and
         # while it follows Redis. A Redis poll that overlaps a publish saw either the snapshot
         # this replica is writing (following it would build the same index a second time) or
         # the one before it (following it would write this replica's data to Redis again): it

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +17,6 @@ from services.catalog.records import CUSTOMERS, Record
 from services.catalog.snapshot import OLD_CHUNKS_GRACE_SECONDS, SnapshotStore
 from services.catalog.tiers import EntityTiers, TierOptions
 from shared.metrics import Metrics
-from tests.waiting import wait_for
 
 
 def customers(count: int) -> list[Record]:
@@ -111,16 +111,29 @@ async def test_a_poll_overlapping_this_replicas_publish_is_not_followed(
     meta = await snapshots.meta(CUSTOMERS)
     assert meta is not None and meta.version == published and meta.total == 2100
 
-    # a poll read while a publish runs (its snapshot written, its index still building)
+    # a poll read while a publish runs (its snapshot stored, its index not yet installed):
+    # the publish is held right after storing, until the poll has been followed
+    stored, release = asyncio.Event(), asyncio.Event()
+    store = snapshots.store
+
+    async def held_store(*args: Any) -> object:
+        meta = await store(*args)
+        stored.set()
+        await release.wait()
+        return meta
+
+    snapshots.store = held_store  # type: ignore[method-assign]
     publishing = asyncio.create_task(
         tiers.publish(customers(2500), datetime.now(UTC), await tiers.ticket()))
-
-    async def snapshot_written() -> bool:
-        meta = await snapshots.meta(CUSTOMERS)
-        return meta is not None and meta.total == 2500
-
-    await wait_for(snapshot_written, timeout=10, every=0.001)
-    await tiers.follow(await snapshots.meta(CUSTOMERS), tiers.publishes)
+    await asyncio.wait_for(stored.wait(), timeout=10)
+    polled_meta = await snapshots.meta(CUSTOMERS)
+    assert polled_meta is not None and polled_meta.total == 2500
+    # skipped at once (waiting for the publish's lock would wait for ever here)
+    await asyncio.wait_for(tiers.follow(polled_meta, tiers.publishes), timeout=5)
+    assert loads_from_redis == 0  # not followed: the index would have been built twice
+    assert (await snapshots.meta(CUSTOMERS)) == polled_meta  # and nothing written again
+    release.set()
+    snapshots.store = store  # type: ignore[method-assign]
     assert await asyncio.wait_for(publishing, timeout=30)
     index = tiers.index
     meta = await snapshots.meta(CUSTOMERS)
