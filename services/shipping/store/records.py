@@ -110,7 +110,6 @@ class ShippingStore:
 
     async def seal_stored_credentials(self) -> int:
         """Seals credentials stored in clear (before sealing existed); how many rows."""
-        sealed = 0
         async with self.pool.acquire() as connection, connection.transaction():
             # only rows still holding a value in clear: a normal start reads and locks nothing
             in_clear = " OR ".join(f"({c} <> '' AND {c} NOT LIKE '{SEALED_PREFIX}%')"
@@ -118,16 +117,14 @@ class ShippingStore:
             rows = await connection.fetch(
                 f"SELECT id, {', '.join(CREDENTIAL_COLUMNS)} FROM integrations"
                 f" WHERE {in_clear} FOR UPDATE")
-            for row in rows:
+            for row in rows:  # each has a column in clear (the WHERE above)
                 clear = [c for c in CREDENTIAL_COLUMNS
                          if row[c] and not self._sealer.is_sealed(row[c])]
-                if clear:
-                    await connection.execute(
-                        "UPDATE integrations SET "
-                        + ", ".join(f"{c} = ${n}" for n, c in enumerate(clear, start=2))
-                        + " WHERE id = $1", row["id"], *(self._sealed(row[c], c) for c in clear))
-                    sealed += 1
-        return sealed
+                await connection.execute(
+                    "UPDATE integrations SET "
+                    + ", ".join(f"{c} = ${n}" for n, c in enumerate(clear, start=2))
+                    + " WHERE id = $1", row["id"], *(self._sealed(row[c], c) for c in clear))
+        return len(rows)
 
     # -- integrations
 
