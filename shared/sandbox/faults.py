@@ -260,19 +260,20 @@ class FaultMiddleware:
         delay, fault = injector.decide(path)
         if delay > 0:
             await injector.sleep(delay)
-        if fault is None:
-            with contextlib.suppress(ClientDisconnect):  # the caller gave up: nobody to answer
+        with contextlib.suppress(ClientDisconnect):  # the caller gave up: nobody to answer
+            if fault is None:
                 await self.app(scope, receive, send)
-        elif fault.kind == "status":
-            message = f"injected fault: HTTP {fault.status}"
-            await injector.error(fault.status, message, fault.retry_after)(scope, receive, send)
-        elif fault.kind == "malformed":
-            response = Response(MALFORMED_BODY, media_type="application/json")
-            await response(scope, receive, send)
-        else:
-            replay = await _hang(injector.sleep, fault.seconds, receive)
-            if replay is not None:
-                await self.app(scope, replay, send)
+            elif fault.kind == "status":
+                message = f"injected fault: HTTP {fault.status}"
+                await injector.error(fault.status, message, fault.retry_after)(
+                    scope, receive, send)
+            elif fault.kind == "malformed":
+                response = Response(MALFORMED_BODY, media_type="application/json")
+                await response(scope, receive, send)
+            else:
+                replay = await _hang(injector.sleep, fault.seconds, receive)
+                if replay is not None:
+                    await self.app(scope, replay, send)
 
 
 async def _hang(sleep: Sleep, seconds: float, receive: Receive) -> Receive | None:
