@@ -27,6 +27,7 @@ __all__ = [
     "Secret",
     "env",
     "load",
+    "non_negative",
     "one_of",
     "positive",
     "positive_int",
@@ -152,6 +153,13 @@ def positive(raw: str) -> float:
     value = float(raw)
     if value <= 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def non_negative(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
     return value
 
 

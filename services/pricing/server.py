@@ -9,10 +9,11 @@ import structlog
 from syncsuite.pricing.v1 import pricing_service_pb2, pricing_service_pb2_grpc
 
 from services.pricing.service import PricingServicer
-from services.pricing.settings import load_settings
+from services.pricing.settings import PricingSettings
 from services.pricing.stockx import create_stockx_client
 from services.pricing.store import PricingStore
 from services.pricing.sync import PriceSync
+from shared.config import load
 from shared.server import Runtime, ServiceDefinition
 from shared.sync import SyncJob, SyncScope
 
@@ -22,7 +23,7 @@ log = structlog.get_logger("pricing")
 
 
 async def setup(runtime: Runtime) -> None:
-    settings = load_settings(runtime.environ)
+    settings = load(PricingSettings, runtime.environ)
     connection = settings.connection()
     client = create_stockx_client(connection, settings)
     runtime.on_stop(client.aclose)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import (
-    ConfigError,
     Secret,
     env,
-    load,
+    non_negative,
     one_of,
     positive,
     positive_int,
@@ -24,7 +22,6 @@ __all__ = [
     "STOCKX_CURRENCIES",
     "PricingSettings",
     "StockXConnection",
-    "load_settings",
 ]
 
 # Currencies StockX prices in (its `currencyCode` values).
@@ -78,7 +75,7 @@ class PricingSettings:
     sandbox_url: str = env("STOCKX_SANDBOX_URL", default=SANDBOX_DEFAULT_URL)
     rate_per_second: float = env("STOCKX_RATE_PER_SECOND", default=1.0, parse=positive,
                                  help="our pacing; StockX publishes 1 request/s")
-    pacing_margin_ms: float = env("STOCKX_PACING_MARGIN_MS", default=5.0,
+    pacing_margin_ms: float = env("STOCKX_PACING_MARGIN_MS", default=5.0, parse=non_negative,
                                   help="added to each request interval against jitter")
     daily_limit: int = env("STOCKX_DAILY_LIMIT", default=25000)
     request_timeout_seconds: float = env("STOCKX_TIMEOUT_SECONDS", default=30.0)
@@ -88,7 +85,7 @@ class PricingSettings:
     max_products_per_run: int = env("PRICING_MAX_PRODUCTS_PER_RUN", default=100,
                                    parse=positive_int)
     concurrency: int = env("PRICING_CONCURRENCY", default=10, parse=positive_int)
-    staleness_hours: float = env("PRICING_STALENESS_HOURS", default=8.0)
+    staleness_hours: float = env("PRICING_STALENESS_HOURS", default=8.0, parse=non_negative)
     time_budget_seconds: float = env("PRICING_TIME_BUDGET_SECONDS", default=300.0,
                                       parse=positive)
     retention_days: float = env("PRICING_RETENTION_DAYS", default=90.0, parse=positive)
@@ -116,17 +113,3 @@ class PricingSettings:
             self.audience,
         )
 
-    def validate(self) -> None:
-        problems = []
-        if self.pacing_margin_ms < 0:
-            problems.append("STOCKX_PACING_MARGIN_MS must not be negative")
-        if self.staleness_hours < 0:
-            problems.append("PRICING_STALENESS_HOURS must not be negative")
-        if problems:
-            raise ConfigError("PricingSettings: " + "; ".join(problems))
-
-
-def load_settings(environ: Mapping[str, str]) -> PricingSettings:
-    settings = load(PricingSettings, environ)
-    settings.validate()
-    return settings

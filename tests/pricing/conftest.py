@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from services.pricing.sandbox import StockXSandbox, build_sandbox
-from services.pricing.settings import PricingSettings, load_settings
+from services.pricing.settings import PricingSettings
 from services.pricing.stockx import StockXClient, create_stockx_client
 from services.pricing.store import PricingStore
+from shared.config import load
 from shared.db import create_pool
 from shared.migrations import apply_migrations, discover
 from shared.upstream import RetryPolicy
@@ -48,7 +49,7 @@ def sandbox() -> StockXSandbox:
 
 
 def settings_for(**env: str) -> PricingSettings:
-    return load_settings({**FAST, **env})
+    return load(PricingSettings, {**FAST, **env})
 
 
 @pytest.fixture

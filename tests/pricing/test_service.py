@@ -16,10 +16,10 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from services.pricing.sandbox import StockXSandbox, build_sandbox
 from services.pricing.server import SERVICE
-from services.pricing.settings import load_settings
+from services.pricing.settings import PricingSettings
 from services.pricing.store import PricingStore
 from shared.auth import issue_user_token
-from shared.config import ConfigError
+from shared.config import ConfigError, load
 from shared.sandbox import FaultPlan, SandboxServer
 from shared.server import running_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET
@@ -255,4 +255,4 @@ async def test_concurrent_sync_is_aborted(
 ])
 def test_settings_out_of_range_are_refused_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
-        load_settings({variable: value})
+        load(PricingSettings, {variable: value})

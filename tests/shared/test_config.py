@@ -11,6 +11,7 @@ from shared.config import (
     Secret,
     env,
     load,
+    non_negative,
     one_of,
     positive,
     positive_int,
@@ -70,6 +71,9 @@ def test_shared_parsers_name_what_they_expect() -> None:
     for parse, raw in ((positive, "0"), (positive_int, "-1")):
         with pytest.raises(ValueError, match="greater than 0"):
             parse(raw)
+    assert non_negative("0") == 0.0 and non_negative("2.5") == 2.5
+    with pytest.raises(ValueError, match="must not be negative"):
+        non_negative("-0.1")
 
 
 @pytest.mark.parametrize(
