@@ -137,14 +137,14 @@ class Samples:
         """Runs made side by side (their windows overlap: the longest counts) or, if
         ``sequential``, one after the other (their windows add up)."""
         windows = [part.seconds for part in parts]
+        cpus = [part.server_cpu for part in parts if part.server_cpu is not None]
         return cls(
             latencies=[value for part in parts for value in part.latencies],
             errors=sum(part.errors for part in parts),
             seconds=sum(windows) if sequential else max(windows, default=0.0),
             first_error=next((p.first_error for p in parts if p.first_error), None),
-            server_cpu=(sum(p.server_cpu for p in parts if p.server_cpu is not None)
-                        if sequential and parts and all(p.server_cpu is not None for p in parts)
-                        else None),
+            # one server's CPU over the parts' windows only if they came one after another
+            server_cpu=sum(cpus) if sequential and parts and len(cpus) == len(parts) else None,
         )
 
     def stats(self) -> LatencyStats:
@@ -551,7 +551,7 @@ def as_process(
         except (TimeoutError, ProcessExited):
             raise BenchError(f"{module} is not serving at {address}:\n{process.log_tail()}"
                              ) from None
-        if process.pid is not None and _readable_cpu(process.pid):
+        if process.pid is not None and os.path.exists(f"/proc/{process.pid}/stat"):
             _server_pids[address] = process.pid
         yield address
     finally:
@@ -569,13 +569,6 @@ def cpu_seconds(pid: int) -> float:
         fields = stat.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
-
-def _readable_cpu(pid: int) -> bool:
-    try:
-        cpu_seconds(pid)
-    except (OSError, IndexError, ValueError):
-        return False
-    return True
 
 
 # -- reporting ---------------------------------------------------------------------------------
