@@ -379,36 +379,35 @@ async def preload(state: CatalogState) -> None:
 
 async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
     """Follows Redis: newer snapshot versions, ClearCache generations, and its health."""
-    interval, pause = state.settings.version_poll_seconds, runtime.tasks.pause
     while True:
-        # this replica's own publishes first: a meta read while one ran is not followed
-        publishes = {name: tiers.publishes for name, tiers in state.tiers.items()}
-        try:  # metas next: ClearCache bumps the generation before it deletes them
-            metas = {name: await state.snapshots.meta(ENTITIES[name]) for name in state.tiers}
-            generation = await state.snapshots.generation()
-            await _redis_up(state, runtime, True, "")
-        except REDIS_ERRORS as error:
-            await _redis_up(state, runtime, False, type(error).__name__)
-            if not await pause(interval):
-                return
-            continue
-        # 0: Redis lost its data (restarted empty); the replicas' indexes are still good
-        if state.generation is not None and generation not in (state.generation, 0):
-            for tiers in state.tiers.values():
-                tiers.drop()
-            log.info("cache_cleared_elsewhere", generation=generation)
-            state.generation = generation
-            if not await pause(interval):
-                return
-            continue
+        await _poll_redis(state, runtime)
+        if not await runtime.tasks.pause(state.settings.version_poll_seconds):
+            return  # stopping (even if the cancellation got lost)
+
+
+async def _poll_redis(state: CatalogState, runtime: Runtime) -> None:
+    # this replica's own publishes first: a meta read while one ran is not followed
+    publishes = {name: tiers.publishes for name, tiers in state.tiers.items()}
+    try:  # metas next: ClearCache bumps the generation before it deletes them
+        metas = {name: await state.snapshots.meta(ENTITIES[name]) for name in state.tiers}
+        generation = await state.snapshots.generation()
+        await _redis_up(state, runtime, True, "")
+    except REDIS_ERRORS as error:
+        await _redis_up(state, runtime, False, type(error).__name__)
+        return
+    # 0: Redis lost its data (restarted empty); the replicas' indexes are still good
+    if state.generation is not None and generation not in (state.generation, 0):
+        for tiers in state.tiers.values():
+            tiers.drop()
+        log.info("cache_cleared_elsewhere", generation=generation)
         state.generation = generation
-        for name, tiers in state.tiers.items():
-            try:
-                await tiers.follow(metas[name], publishes[name], generation)
-            except REDIS_ERRORS:
-                pass
-        if not await pause(interval):  # stopping (even if the cancellation got lost)
-            return
+        return
+    state.generation = generation
+    for name, tiers in state.tiers.items():
+        try:
+            await tiers.follow(metas[name], publishes[name], generation)
+        except REDIS_ERRORS:
+            pass
 
 
 async def _redis_up(state: CatalogState, runtime: Runtime, up: bool, error: str) -> None:
