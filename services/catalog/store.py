@@ -55,6 +55,13 @@ def _db_value(name: str, value: Any) -> Any:
     return value
 
 
+def _changed(stored: str, given: str) -> str:
+    """SQL: the row ``stored`` must be rewritten with ``given`` (new content, revived, or
+    not in SYNCED state)."""
+    return (f"{stored}.content_hash <> {given}.content_hash OR {stored}.deleted_at IS NOT NULL"
+            f" OR {stored}.sync_status <> 'SYNCED'")
+
+
 def _record_value(name: str, value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
@@ -153,8 +160,7 @@ class CatalogStore:
                 f" count(*) FILTER (WHERE i.sync_status <> 'FAILED' AND t.netsuite_id IS NULL)"
                 f"   AS created,"
                 f" count(*) FILTER (WHERE i.sync_status <> 'FAILED' AND t.netsuite_id IS NOT NULL"
-                f"   AND (t.content_hash <> i.content_hash OR t.deleted_at IS NOT NULL"
-                f"        OR t.sync_status <> 'SYNCED')) AS updated"
+                f"   AND ({_changed('t', 'i')})) AS updated"
                 f" FROM incoming i LEFT JOIN {table} t USING (netsuite_id)"
             )
             result.round_trips = 3
@@ -208,14 +214,11 @@ class CatalogStore:
             f"INSERT INTO {table} ({names}, content_hash, sync_status, sync_error,"
             f" last_synced_at) SELECT {incoming_names}, i.content_hash, 'SYNCED', '', $1"
             f" FROM incoming i LEFT JOIN {table} t USING (netsuite_id)"
-            f" WHERE i.sync_status <> 'FAILED' AND (t.netsuite_id IS NULL"
-            f" OR t.content_hash <> i.content_hash OR t.deleted_at IS NOT NULL"
-            f" OR t.sync_status <> 'SYNCED')"
+            f" WHERE i.sync_status <> 'FAILED' AND (t.netsuite_id IS NULL OR {_changed('t', 'i')})"
             f" ON CONFLICT (netsuite_id) DO UPDATE SET {updates},"
             f" content_hash = EXCLUDED.content_hash, sync_status = 'SYNCED', sync_error = '',"
             f" last_synced_at = EXCLUDED.last_synced_at, deleted_at = NULL, updated_at = now()"
-            f" WHERE {table}.content_hash <> EXCLUDED.content_hash"
-            f" OR {table}.deleted_at IS NOT NULL OR {table}.sync_status <> 'SYNCED'",
+            f" WHERE {_changed(table, 'EXCLUDED')}",  # only a concurrent writer gets here unchanged
             now,
         )
         # invalid records: stored FAILED with the reason; known ones keep their last good values
