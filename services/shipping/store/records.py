@@ -31,6 +31,8 @@ class IntegrationRow:
     @classmethod
     def from_row(cls, row: asyncpg.Record, sealer: Sealer) -> IntegrationRow:
         def opened(column: str) -> Secret:
+            # a value in clear is still read: an older replica may write one during a rolling
+            # upgrade, and the next start of this version seals it
             stored: str = row[column]
             return Secret(sealer.unseal(stored, column) if sealer.is_sealed(stored) else stored)
 
