@@ -12,7 +12,9 @@ formats an error body. Tests hold the :class:`FaultInjector`; processes are driv
 
 Forced faults: ``status`` (the vendor's error body with that status, optional Retry-After),
 ``hang`` (wait ``seconds`` or until the client goes away, then answer normally), ``malformed``
-(200 with a truncated JSON body). Control paths are never delayed, failed or counted.
+(200 with a truncated JSON body), ``lost`` (the request is carried out but its answer never
+comes: the connection is held until the client gives up, or after ``seconds`` a 504 that says
+nothing of what happened). Control paths are never delayed, failed or counted.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ __all__ = [
     "format_seconds",
 ]
 
-FaultKind = Literal["status", "hang", "malformed"]
+FaultKind = Literal["status", "hang", "malformed", "lost"]
 ErrorResponder = Callable[[int, str], Response]
 Sleep = Callable[[float], Awaitable[None]]
 
+FAULT_KINDS: tuple[FaultKind, ...] = ("status", "hang", "malformed", "lost")
 MALFORMED_BODY = b'{"items": [{"id": "1", "name": "trunc'
 
 
@@ -234,8 +237,8 @@ class FaultInjector:
             raise ValueError('expected {"plan": {...}, "force": [{...}]}')
         plan = _from_mapping(FaultPlan, body["plan"]) if "plan" in body else None
         forced = [_from_mapping(ForcedFault, item) for item in body.get("force", [])]
-        if any(f.kind not in ("status", "hang", "malformed") for f in forced):
-            raise ValueError("force.kind must be status, hang or malformed")
+        if any(f.kind not in FAULT_KINDS for f in forced):
+            raise ValueError(f"force.kind must be one of {', '.join(FAULT_KINDS)}")
         if plan is not None:
             self.configure(plan)
         self._forced.extend(forced)
@@ -270,10 +273,19 @@ class FaultMiddleware:
             elif fault.kind == "malformed":
                 response = Response(MALFORMED_BODY, media_type="application/json")
                 await response(scope, receive, send)
+            elif fault.kind == "lost":
+                await self.app(scope, receive, _discard)
+                if await _client_waited(injector.sleep, fault.seconds, receive):
+                    await injector.error(504, "injected fault: the answer was lost", None)(
+                        scope, receive, send)
             else:
                 replay = await _hang(injector.sleep, fault.seconds, receive)
                 if replay is not None:
                     await self.app(scope, replay, send)
+
+
+async def _discard(message: Message) -> None:
+    """The ``send`` of a request whose answer is lost."""
 
 
 async def _hang(sleep: Sleep, seconds: float, receive: Receive) -> Receive | None:
@@ -284,8 +296,25 @@ async def _hang(sleep: Sleep, seconds: float, receive: Receive) -> Receive | Non
         if message["type"] == "http.disconnect":
             return None
         body.append(message)
+    if not await _client_waited(sleep, seconds, receive):
+        return None
+
+    async def replay() -> Message:
+        return body.pop(0) if body else await receive()
+
+    return replay
+
+
+async def _client_waited(sleep: Sleep, seconds: float, receive: Receive) -> bool:
+    """Waits ``seconds``: False if the client disconnected meanwhile (what is left of the
+    request's body is read and dropped)."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
     timer = asyncio.ensure_future(sleep(seconds))
-    watcher = asyncio.ensure_future(receive())
+    watcher = asyncio.ensure_future(disconnected())
     try:
         await asyncio.wait({timer, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -293,10 +322,4 @@ async def _hang(sleep: Sleep, seconds: float, receive: Receive) -> Receive | Non
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(timer, watcher, return_exceptions=True)
-    if watcher.done() and not watcher.cancelled():
-        return None  # the client disconnected while we hung
-
-    async def replay() -> Message:
-        return body.pop(0) if body else await receive()
-
-    return replay
+    return not (watcher.done() and not watcher.cancelled())

@@ -154,6 +154,41 @@ async def test_malformed_body_and_hang_then_answer() -> None:
     assert clock.sleeps == [30]
 
 
+def counting_sandbox(faults: FaultInjector, carried_out: list[str]) -> Starlette:
+    async def record(request: Request) -> Response:
+        carried_out.append(request.url.path)
+        return JSONResponse({"id": len(carried_out)})
+
+    routes = [Route("/{path:path}", record, methods=["POST"])]
+    return Starlette(routes=routes, middleware=[faults.middleware()])
+
+
+async def test_a_lost_answer_is_carried_out_and_then_withheld() -> None:
+    clock = ManualClock()
+    faults = FaultInjector(sleep=clock.sleep)
+    faults.force("lost", seconds=5)
+    carried_out: list[str] = []
+    async with asgi_client(counting_sandbox(faults, carried_out)) as http:
+        lost = await http.post("/logs")
+        answered = await http.post("/logs")
+    assert carried_out == ["/logs", "/logs"]  # both happened; the first caller was not told
+    assert lost.status_code == 504 and "id" not in lost.json()
+    assert answered.json() == {"id": 2}
+    assert clock.sleeps == [5]
+
+
+async def test_a_lost_answer_over_tcp_leaves_the_caller_to_time_out() -> None:
+    faults = FaultInjector()
+    faults.force("lost", seconds=30)
+    carried_out: list[str] = []
+    with SandboxServer(counting_sandbox(faults, carried_out)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=0.5) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post("/logs")
+            assert carried_out == ["/logs"]
+            assert (await http.post("/logs")).json() == {"id": 2}
+
+
 async def test_http_control_endpoints() -> None:
     faults = FaultInjector(stockx_error, extra_stats=lambda: {"vendor": "stockx"})
     async with asgi_client(sandbox(faults.middleware())) as http:

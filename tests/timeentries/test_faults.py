@@ -97,6 +97,21 @@ async def test_zoho_429_and_500_postgres_stays_current_zoho_catches_up_without_d
     _assert_once_in_zoho(zoho, [e.entry_id for e in entries])
 
 
+async def test_zoho_logs_whose_answers_were_lost_are_found_not_created_twice(
+    service: RunningService, zoho: Zoho, channel: grpc.aio.Channel,
+) -> None:
+    """Zoho creates the logs but the answers never come (the client times out): the sink's
+    next try finds each log by the marker in its notes instead of creating a second one."""
+    email = sandbox_email(17)
+    alice = Caller(channel, email)
+    project = sorted(zoho.state.projects_of(email))[0]
+    zoho.faults.force("lost", count=3, seconds=30, path_prefix="/restapi/")
+    entries = [await alice.create(project, day(i), 30) for i in range(3)]
+    await wait_for(lambda: backlog_drained(service), timeout=60)
+    assert zoho.faults.stats()["forced"] == []  # all three answers were lost
+    _assert_once_in_zoho(zoho, [e.entry_id for e in entries])
+
+
 async def _has_all(store: EntryStore, entries: list[pb.TimeEntry]) -> bool:
     versions = await store.versions()
     return all(e.entry_id in versions for e in entries)
