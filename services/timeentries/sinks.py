@@ -20,6 +20,7 @@ from services.timeentries.projects import USER_MAP
 from services.timeentries.store import EntryStore
 from services.timeentries.zoho import ZohoClient
 from shared.errors import UpstreamError
+from shared.lua import LuaScript, RedisPyRunner
 from shared.upstream import UpstreamAuthError, UpstreamHttpError
 
 __all__ = ["ZOHO_LOGS", "PostgresSink", "ZohoSink"]
@@ -73,13 +74,41 @@ class PostgresSink:
         return result
 
 
+# Taking an entry to push: its lock (this sink's own stale lock is taken again), and what is
+# known of its log. KEYS: lock, logs hash, attempt marker. ARGV: holder, lock ms, entry id.
+# Answers {0} when another worker holds the lock, else {1, log state JSON, attempt JSON}.
+_TAKE = LuaScript("""
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {1, redis.call('HGET', KEYS[2], ARGV[3]), redis.call('GET', KEYS[3])}
+""")
+
+# Releasing the lock only if it is still ours: one that expired meanwhile may be another's.
+# KEYS: lock. ARGV: holder.
+_RELEASE = LuaScript("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+""")
+
+# A log created or updated: its state kept, the attempt marker gone, the lock released (if
+# still ours). KEYS: logs hash, attempt marker, lock. ARGV: entry id, log state JSON, holder.
+_DONE = LuaScript("""
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
+""")
+
+
 class ZohoSink:
     """Pushes each entry's latest version as a Zoho time log, exactly once.
 
     The log id and the version it holds are kept in ``timeentries:zoho:logs``; a version that
     is not newer is skipped. Before a create, ``timeentries:zoho:attempt:{id}`` records where
     the log is being created: if the answer is lost (timeout, crash), the next try finds the
-    log by the marker in its notes instead of creating a second one.
+    log by the marker in its notes instead of creating a second one. An entry is pushed under
+    a lock (``timeentries:zoho:lock:{id}``), so two workers never push it at once. Redis round
+    trips per entry: two, three when a log is created (the marker is written first).
     """
 
     name = "zoho"
@@ -90,6 +119,7 @@ class ZohoSink:
         concurrency: int = 4, lock_seconds: float = 65.0,
     ) -> None:
         self.redis = redis
+        self.scripts = RedisPyRunner(redis)
         self.client = client
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
@@ -120,11 +150,14 @@ class ZohoSink:
         """None when done, "retry" to try later, else why Zoho refused it for good."""
         async with self._slots:
             lock = _lock_key(entry.id)
-            if not await self.redis.set(lock, self._holder, nx=True, px=self._lock_ms) and (
-                    await self.redis.get(lock) != self._holder):
+            taken = await self.scripts.run(
+                _TAKE, keys=[lock, ZOHO_LOGS, _attempt_key(entry.id)],
+                args=[self._holder, self._lock_ms, entry.id])
+            if not taken[0]:
                 return "retry"  # another worker is pushing this entry right now
+            released = False
             try:
-                await self._push(entry)
+                released = await self._push(entry, taken[1], taken[2])
                 return None
             except UpstreamAuthError as error:
                 log.warning("zoho_auth_failed", entry_id=entry.id, error=str(error)[:200])
@@ -137,16 +170,15 @@ class ZohoSink:
                 log.info("zoho_push_deferred", entry_id=entry.id, error=str(error)[:200])
                 return "retry"
             finally:
-                await self.redis.delete(lock)
+                if not released:
+                    await self.scripts.run(_RELEASE, keys=[lock], args=[self._holder])
 
-    async def _push(self, entry: Entry) -> None:
-        raw_state, raw_attempt = await self.redis.execute_command(
-            "EVAL", "return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('GET', KEYS[2])}",
-            2, ZOHO_LOGS, _attempt_key(entry.id), entry.id,
-        ) or (None, None)
+    async def _push(self, entry: Entry, raw_state: str | None, raw_attempt: str | None) -> bool:
+        """Brings Zoho's log of ``entry`` up to its version; True once its state is kept and
+        the lock released, False when there was nothing to do (the lock is still held)."""
         state: dict[str, Any] = json.loads(raw_state) if raw_state else {}
         if state and int(state["version"]) >= entry.version:
-            return
+            return False
         log_id: str | None = state.get("log_id")
         log_project: str | None = state.get("project_id")
         if log_id is None and raw_attempt:
@@ -169,8 +201,8 @@ class ZohoSink:
                 await self.redis.set(_attempt_key(entry.id), json.dumps(
                     {"project_id": entry.project_id, "date": entry.date}))
                 log_id = await self.client.create_log(entry, owner)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(ZOHO_LOGS, entry.id, json.dumps({
-                "log_id": log_id, "version": entry.version, "project_id": entry.project_id}))
-            pipe.delete(_attempt_key(entry.id))
-            await pipe.execute()
+        await self.scripts.run(
+            _DONE, keys=[ZOHO_LOGS, _attempt_key(entry.id), _lock_key(entry.id)],
+            args=[entry.id, json.dumps({"log_id": log_id, "version": entry.version,
+                                        "project_id": entry.project_id}), self._holder])
+        return True

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
 from services.timeentries.hot_store import projects_key
+from services.timeentries.model import Entry
 from services.timeentries.projects import PROJECTS_DATA, USER_MAP
 from services.timeentries.sandbox import SandboxConfig, ZohoSandbox, create_app, sandbox_email
 from services.timeentries.settings import TimeEntriesSettings
+from services.timeentries.sinks import ZohoSink, _lock_key
 from services.timeentries.zoho import ZohoClient
 from shared.config import load
 from shared.sandbox import SandboxServer
@@ -19,6 +23,7 @@ from shared.server import RunningService
 from shared.upstream import UpstreamAuthError, UpstreamUnavailable
 from tests.timeentries.conftest import Caller, Zoho, fast_env, sync_projects
 from tests.timeentries.test_entries import day
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,3 +122,43 @@ async def test_client_refreshes_tokens_and_reports_errors(
         finally:
             await client.aclose()
     assert app.state.faults.by_path["/crm/v2/users"] >= 2
+
+
+async def test_the_zoho_sink_pushes_under_a_lock_it_never_takes_from_another_worker(
+    zoho: Zoho, service_env: dict[str, str], clean_state: None,
+) -> None:
+    redis = aioredis.Redis.from_url(service_env["REDIS_URL"], decode_responses=True)
+    client = await _client(zoho.url, service_env)
+    sink = ZohoSink(redis, client, lock_seconds=30)
+    project = sorted(zoho.state.projects_of(ALICE))[0]
+    entry = Entry(id=str(uuid.uuid4()), email=ALICE, project_id=project, date=day(1),
+                  minutes=30, description="locked", billable=True, version=1, deleted=False,
+                  create_time="2026-11-22T10:00:00+00:00", update_time="2026-11-22T10:00:00+00:00")
+    lock = _lock_key(entry.id)
+    try:
+        await redis.set(lock, "another-worker")
+        held = await sink.deliver([entry])
+        assert (held.done, held.rejected) == ([], [])  # left for later, not refused
+        assert zoho.state.logs_for(entry.id) == []
+
+        # our lock expires during the push and another worker takes it: ours to keep, not to drop
+        await redis.delete(lock)
+        zoho.faults.force("hang", seconds=0.5, path_prefix="/restapi/")
+        pushing = asyncio.create_task(sink.deliver([entry]))
+        await wait_for(lambda: _holder_is_not(redis, lock, None), timeout=5)
+        await redis.set(lock, "another-worker")
+        assert (await asyncio.wait_for(pushing, 10)).done == [entry]
+        assert await redis.get(lock) == "another-worker"
+        assert len(zoho.state.logs_for(entry.id)) == 1
+
+        await redis.delete(lock)
+        assert (await sink.deliver([entry])).done == [entry]  # that version is there already
+        assert len(zoho.state.logs_for(entry.id)) == 1
+        assert await redis.get(lock) is None  # released
+    finally:
+        await client.aclose()
+        await redis.aclose()
+
+
+async def _holder_is_not(redis: aioredis.Redis, key: str, holder: str | None) -> bool:
+    return await redis.get(key) != holder
