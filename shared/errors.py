@@ -14,13 +14,16 @@
     └── FailedPrecondition              FAILED_PRECONDITION
 
 Raise these from domain code; the server interceptor maps them with :func:`to_status`.
-Anything else escaping a handler becomes INTERNAL with a generic message, so a stack trace or a
-secret never reaches a caller.
+A backing store that cannot be reached (PostgreSQL, Redis, a refused or dropped connection)
+becomes UNAVAILABLE, which callers retry; anything else escaping a handler becomes INTERNAL
+with a generic message, so a stack trace or a secret never reaches a caller.
 """
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
+import redis.exceptions
 
 __all__ = [
     "AlreadyRunning",
@@ -124,6 +127,21 @@ def to_status(error: BaseException) -> tuple[grpc.StatusCode, str]:
         return error.code, "internal error"
     if isinstance(error, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented yet"
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError | asyncpg.QueryCanceledError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "the operation timed out"
+    if isinstance(error, _DATABASE_DOWN):
+        return grpc.StatusCode.UNAVAILABLE, "the database (PostgreSQL) is unavailable; retry"
+    if isinstance(error, _REDIS_DOWN):
+        return grpc.StatusCode.UNAVAILABLE, "the cache (Redis) is unavailable; retry"
+    if isinstance(error, ConnectionError):  # refused, reset, broken pipe: a socket's peer
+        return grpc.StatusCode.UNAVAILABLE, (
+            "a store or service this one needs (PostgreSQL, Redis) is unreachable; retry")
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+# Connection-level failures only: a query PostgreSQL refused (a constraint, bad data) stays
+# INTERNAL, as retrying cannot fix it. Operator intervention is a shutdown or a server that
+# is not accepting connections yet (query cancellation is handled above, as a timeout).
+_DATABASE_DOWN = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
+                  asyncpg.TooManyConnectionsError)
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

@@ -7,7 +7,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -18,11 +18,13 @@ from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.auth import issue_user_token
+from shared.backends import EmbeddedPostgres
 from shared.config import ConfigError
 from shared.processes import ManagedProcess, free_port, wait_for_health
 from shared.server import ServiceDefinition, run_event_loop, running_service, start_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET, ROOT
 from tests.shared import probe_service
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +309,42 @@ async def test_a_started_service_keeps_its_startup_heap_out_of_full_collections(
         # a full collection walked every object startup left (grpc, protobuf, the modules):
         # 26 ms pauses under load, the tail of CreateTimeEntry's latency
         assert gc.get_freeze_count() > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_database_that_went_away_is_unavailable_then_served_again(
+    service_env: dict[str, str], tmp_path: Path,
+) -> None:
+    postgres = EmbeddedPostgres(tmp_path / "pg")
+    await asyncio.to_thread(postgres.start)
+    try:
+        env = {**service_env, "DATABASE_URL": postgres.url}
+        async with running_service(probe_service.SERVICE, env) as service, \
+                grpc.aio.insecure_channel(service.address) as channel:
+            stub = sync_pb2_grpc.SyncServiceStub(channel)
+
+            async def list_jobs() -> sync_pb2.ListSyncJobsResponse:
+                return await stub.ListSyncJobs(sync_pb2.ListSyncJobsRequest(), metadata=ADMIN,
+                                               timeout=10)
+
+            await list_jobs()
+            await asyncio.to_thread(postgres.stop)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await list_jobs()
+            # retryable, and says what is missing: not INTERNAL "internal error"
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "PostgreSQL" in (refused.value.details() or "")  # refused, or shut down
+            await asyncio.to_thread(postgres.start)
+            await wait_for(lambda: _answers(list_jobs), timeout=30)
+    finally:
+        await asyncio.to_thread(postgres.stop)
+
+
+async def _answers(call: Callable[[], Awaitable[object]]) -> bool:
+    try:
+        await call()
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+        return False
+    return True
