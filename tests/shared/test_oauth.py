@@ -34,6 +34,22 @@ async def test_a_token_is_renewed_margin_seconds_before_it_expires() -> None:
     assert await tokens.get() == "token-2"
 
 
+class ShortLivedGrant(CountingGrant):
+    async def grant(self) -> AccessToken:
+        self.grants += 1
+        return AccessToken(f"token-{self.grants}", lifetime_seconds=40)  # < the 60 s margin
+
+
+async def test_a_token_living_less_than_the_margin_is_renewed_halfway_not_on_every_call() -> None:
+    clock = [0.0]
+    tokens = ShortLivedGrant(clock)
+    assert [await tokens.get() for _ in range(3)] == ["token-1"] * 3
+    clock[0] = 19
+    assert await tokens.get() == "token-1"
+    clock[0] = 21
+    assert await tokens.get() == "token-2"
+
+
 async def test_a_refused_token_is_forgotten_unless_already_replaced() -> None:
     tokens = CountingGrant([0.0])
     first = await tokens.get()
