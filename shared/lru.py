@@ -37,6 +37,9 @@ class LRU(Generic[K, V]):
         """The value for ``key``, leaving the order as it is."""
         return self._entries.get(key)
 
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()
 

@@ -61,9 +61,10 @@ EVERYTHING: Final = "*"
 @dataclass(frozen=True, slots=True)
 class Versioned(Generic[V]):
     """A value and the data version it was built from; ``tags`` name what it shows (e.g. its
-    product id), as the invalidation feed's notifications do."""
+    product id), as the invalidation feed's notifications do. A value with no version (None)
+    is answered but not held: nothing could ever confirm it."""
 
-    version: Hashable
+    version: Hashable | None
     value: V
     tags: tuple[str, ...] = ()
 
@@ -195,7 +196,11 @@ class VersionedReadCache(Generic[K, V]):
         else:
             self.stats.misses += 1
             self._event("miss")
-        self.stats.evictions += self._entries.put(key, _Held(answer, feed_epoch, loaded_after))
+        if answer.version is None:
+            self._entries.discard(key)  # what was held is older still
+        else:
+            self.stats.evictions += self._entries.put(key, _Held(answer, feed_epoch,
+                                                                 loaded_after))
         return answer.value
 
     def _event(self, result: str) -> None:

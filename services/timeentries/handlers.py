@@ -216,8 +216,8 @@ class TimeEntriesServicer(pb_grpc.TimeEntriesServiceServicer):
                     return UNCHANGED  # confirmed by one GET (hot_store.py, "Data version")
                 nonce = unique_token()
                 hot = await self.hot.list_rows(email, first, last, hot_start, proof_nonce=nonce)
-                if not hot.complete:  # answered with PostgreSQL: held (untagged), never reused
-                    return Versioned("", (await self._list_merged(
+                if not hot.complete:  # answered with PostgreSQL: no version, not held
+                    return Versioned(None, (await self._list_merged(
                         email, first, last, cursor, size, hot_start, (hot, nonce)
                     )).SerializeToString())
                 return Versioned(hot.token,

@@ -50,6 +50,20 @@ async def test_least_recently_used_is_evicted() -> None:
     assert events == ["miss", "miss", "hit", "miss"]
 
 
+async def test_an_answer_without_a_version_is_not_held_nor_is_what_it_replaced() -> None:
+    cache: VersionedReadCache[str, str] = VersionedReadCache(max_entries=2)
+    answers = iter([Versioned(1, "one"), Versioned(None, "live"), Versioned(None, "live")])
+    offered: list[Versioned[str] | None] = []
+
+    async def load(held: Versioned[str] | None) -> Versioned[str] | Unchanged:
+        offered.append(held)
+        return next(answers)
+
+    assert [await cache.get("k", load) for _ in range(3)] == ["one", "live", "live"]
+    assert offered == [None, Versioned(1, "one"), None]
+    assert cache.held("k") is None and len(cache) == 0
+
+
 async def test_failing_loader_leaves_the_cache_alone() -> None:
     cache: VersionedReadCache[str, str] = VersionedReadCache()
 
