@@ -23,6 +23,11 @@ __all__ = ["ShippingServicer", "mask"]
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MAX_TEXT = 200
 _MAX_CREDENTIAL = 512
+# Credentials travel in HTTP headers (Basic auth, API-Key), which carry ASCII only.
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]*")
+# older_than is capped: a far larger one reaches before year 1 (a datetime overflow), and no
+# sync log is that old anyway.
+_MAX_PRUNE_AGE = timedelta(days=36525)
 # ListInventory pages kept per replica (by integration, filters and position), each checked
 # against the integration's inventory data version on every read.
 INVENTORY_CACHE_ENTRIES = 4096
@@ -48,6 +53,8 @@ def _uuid(field: str, value: str) -> uuid.UUID:
 def _text(field: str, value: str, limit: int = _MAX_TEXT) -> str:
     if len(value) > limit:
         raise InvalidArgument(field, f"must be at most {limit} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise InvalidArgument(field, "must not contain NUL characters")
     return value
 
 
@@ -56,6 +63,10 @@ def _credential(field: str, value: str) -> str:
         raise InvalidArgument(field, f"must be at most {_MAX_CREDENTIAL} characters")
     if value != value.strip() or any(ch.isspace() for ch in value):
         raise InvalidArgument(field, "must not contain whitespace")
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        raise InvalidArgument(field, "must be printable ASCII")
+    if field == "api_key" and ":" in value:  # Basic auth sends key:secret
+        raise InvalidArgument(field, "must not contain ':'")
     return value
 
 
@@ -113,7 +124,12 @@ def _inventory_page(rows: list[Any], size: int) -> pb.ListInventoryResponse:
 
 
 def _position(token: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
-    return decode_page_token(token, required=keys) if token else None
+    if not token:
+        return None
+    position = decode_page_token(token, required=keys)
+    if any(isinstance(value, str) and "\x00" in value for value in position.values()):
+        raise InvalidArgument("page_token", "not a token from a previous response")
+    return position
 
 
 class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
@@ -295,6 +311,8 @@ class ShippingServicer(shipping_service_pb2_grpc.ShippingServiceServicer):
     ) -> pb.PruneSyncLogsResponse:
         older_than = self._retention
         if request.HasField("older_than"):
+            if request.older_than.seconds > _MAX_PRUNE_AGE.total_seconds():
+                raise InvalidArgument("older_than", "must be at most 100 years")
             older_than = request.older_than.ToTimedelta()
             if older_than <= timedelta(0):
                 raise InvalidArgument("older_than", "must be a positive duration")

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -41,6 +41,7 @@ __all__ = [
     "InventoryLocation",
     "InventoryWarehouse",
     "Limits",
+    "Page",
     "Product",
     "ShipStationClient",
     "StockLevel",
@@ -56,6 +57,7 @@ V1_MAX_PAGE_SIZE = 500
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- dates
@@ -158,6 +160,44 @@ class StockLevel:
     available: int
     average_cost: Decimal | None
     currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing and the listing's size as that response reported it (``total``;
+    None when it did not say): what tells whether a paged read saw everything."""
+
+    items: list[T]
+    number: int
+    total: int | None
+
+
+def _reported(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _has_next(body: dict[str, Any], page: int, count: int, size: int) -> bool:
+    """Whether a page follows ``page``: by ``pages`` when the response has it, else by its
+    ``links.next``, else by ``total``, else by whether the page was full. A response without
+    ``pages`` is not the last page for that reason alone."""
+    if count == 0:
+        return False
+    pages = _reported(body, "pages")
+    if pages is not None:
+        return page < pages
+    links = body.get("links")
+    if isinstance(links, dict):
+        return bool(links.get("next"))
+    total = _reported(body, "total")
+    if total is not None:
+        return page * size < total
+    return count >= size
+
+
+def _reaches_before(products: list[Product], moment: datetime | None) -> bool:
+    return moment is not None and any(
+        p.modified_at is not None and p.modified_at < moment for p in products)
 
 
 def _warehouse(item: dict[str, Any]) -> Warehouse:
@@ -310,57 +350,59 @@ class ShipStationClient:
 
     async def product_pages(
         self, modified_since: datetime | None = None
-    ) -> AsyncIterator[tuple[list[Product], int, int]]:
-        """Pages of products as ``(products, page, pages)``, every product (inactive ones too),
-        or only those modified since ``modified_since`` (oldest change first)."""
-        page_size = min(self.limits.page_size, V1_MAX_PAGE_SIZE)
-        params: dict[str, str] = {"pageSize": str(page_size), "showInactive": "true"}
-        if modified_since is not None:
-            params.update(sortBy="ModifyDate", sortDir="ASC",
-                          startDate=format_v1_date(modified_since))
-        page, pages = 1, 1
-        while page <= pages:
+    ) -> AsyncIterator[Page[Product]]:
+        """Pages of products (inactive ones too), most recently modified first, so that an
+        edit or an addition during the read moves a product to the front: later products are
+        then read twice, never skipped, and the moved one is newer than this run, so the next
+        incremental read gets it. (A deletion shifts later products back; it also changes
+        ``total``, which the caller checks before marking anything deleted.)
+
+        With ``modified_since``, paging stops after the first page that reaches products
+        modified before it. ``startDate`` is not sent: ShipStation may read it as a creation
+        date, which would hide edits of older products."""
+        size = min(self.limits.page_size, V1_MAX_PAGE_SIZE)
+        params = {"pageSize": str(size), "showInactive": "true", "sortBy": "ModifyDate",
+                  "sortDir": "DESC"}
+        page = 1
+        while True:
             body = await self.v1.get_json("/products", params={**params, "page": str(page)})
             if not isinstance(body, dict) or not isinstance(body.get("products"), list):
                 raise _shape_error(self.v1.name, "/products has no products array")
-            pages = int(body.get("pages") or 0)
-            yield [_product(item) for item in body["products"]], page, pages
+            products = [_product(item) for item in body["products"]]
+            yield Page(products, page, _reported(body, "total"))
+            if (not _has_next(body, page, len(products), size)
+                    or _reaches_before(products, modified_since)):
+                return
             page += 1
 
     # -- v2
 
     async def _v2_pages(
-        self, path: str, key: str, params: dict[str, str] | None = None
-    ) -> AsyncIterator[tuple[list[dict[str, Any]], int, int]]:
-        page, pages = 1, 1
-        while page <= pages:
-            query = {**(params or {}), "page": str(page),
-                     "page_size": str(self.limits.v2_page_size)}
+        self, path: str, key: str, convert: Callable[[dict[str, Any]], T],
+        params: dict[str, str] | None = None,
+    ) -> AsyncIterator[Page[T]]:
+        size = self.limits.v2_page_size
+        page = 1
+        while True:
+            query = {**(params or {}), "page": str(page), "page_size": str(size)}
             body = await self.v2.get_json(path, params=query)
             if not isinstance(body, dict) or not isinstance(body.get(key), list):
                 raise _shape_error(self.v2.name, f"{path} has no {key} array")
-            pages = int(body.get("pages") or 0)
-            yield body[key], page, pages
+            items = body[key]
+            yield Page([convert(item) for item in items], page, _reported(body, "total"))
+            if not _has_next(body, page, len(items), size):
+                return
             page += 1
 
-    async def inventory_warehouses(self) -> list[InventoryWarehouse]:
-        found: list[InventoryWarehouse] = []
-        async for items, _, _ in self._v2_pages("/v2/inventory_warehouses",
-                                                "inventory_warehouses"):
-            found += [_inventory_warehouse(item) for item in items]
-        return found
+    def inventory_warehouse_pages(self) -> AsyncIterator[Page[InventoryWarehouse]]:
+        return self._v2_pages("/v2/inventory_warehouses", "inventory_warehouses",
+                              _inventory_warehouse)
 
-    async def inventory_locations(self) -> list[InventoryLocation]:
-        found: list[InventoryLocation] = []
-        async for items, _, _ in self._v2_pages("/v2/inventory_locations",
-                                                "inventory_locations"):
-            found += [_inventory_location(item) for item in items]
-        return found
+    def inventory_location_pages(self) -> AsyncIterator[Page[InventoryLocation]]:
+        return self._v2_pages("/v2/inventory_locations", "inventory_locations",
+                              _inventory_location)
 
-    async def inventory_pages(
-        self, sku: str | None = None
-    ) -> AsyncIterator[tuple[list[StockLevel], int, int]]:
-        """Stock levels per sku and location, page by page, as ``(levels, page, pages)``."""
-        params = {"sku": sku} if sku else {}
-        async for items, page, pages in self._v2_pages("/v2/inventory", "inventory", params):
-            yield [_stock_level(item) for item in items], page, pages
+    def inventory_pages(self, sku: str | None = None) -> AsyncIterator[Page[StockLevel]]:
+        """Stock levels per sku and location, page by page (of one sku when given)."""
+        return self._v2_pages("/v2/inventory", "inventory", _stock_level,
+                              {"sku": sku} if sku else None)

@@ -16,6 +16,7 @@ from syncsuite.sync.v1 import sync_pb2
 from services.shipping.sandbox import credentials_of
 from services.shipping.server import build_service
 from shared.config import ConfigError
+from shared.paging import encode_page_token
 from shared.sandbox import ManualClock
 from shared.sealing import SEALED_PREFIX
 from shared.server import running_service
@@ -186,6 +187,30 @@ async def test_queries(start_shipping: StartShipping) -> None:
         ("DeactivateIntegration", pb.DeactivateIntegrationRequest(), "integration_id"),
         ("PruneSyncLogs", pb.PruneSyncLogsRequest(older_than=Duration(seconds=-5)),
          "older_than"),
+        # the largest Duration: a cutoff before year 1
+        ("PruneSyncLogs", pb.PruneSyncLogsRequest(older_than=Duration(seconds=315576000000)),
+         "older_than"),
+        # credentials go into HTTP headers (ASCII only); ':' ends a Basic auth key
+        ("UpsertIntegration", pb.UpsertIntegrationRequest(
+            name="new", api_key="k", api_secret="s", v2_api_key="v2-k\u00e9y"), "v2_api_key"),
+        ("UpsertIntegration", pb.UpsertIntegrationRequest(
+            name="new", api_key="k", api_secret="s\x00", v2_api_key="v"), "api_secret"),
+        ("UpsertIntegration", pb.UpsertIntegrationRequest(
+            name="new", api_key="key:part", api_secret="s", v2_api_key="v"), "api_key"),
+        # PostgreSQL text cannot hold NUL
+        ("ListProducts", pb.ListProductsRequest(
+            integration_id="00000000-0000-0000-0000-000000000001", name_prefix="a\x00"),
+         "name_prefix"),
+        ("ListProducts", pb.ListProductsRequest(
+            integration_id="00000000-0000-0000-0000-000000000001", sku="\x00"), "sku"),
+        ("ListInventory", pb.ListInventoryRequest(
+            integration_id="00000000-0000-0000-0000-000000000001", sku="a\x00b"), "sku"),
+        ("ListInventory", pb.ListInventoryRequest(
+            integration_id="00000000-0000-0000-0000-000000000001", location_id="\x00"),
+         "location_id"),
+        ("ListInventory", pb.ListInventoryRequest(
+            integration_id="00000000-0000-0000-0000-000000000001",
+            page_token=encode_page_token({"sku": "\x00", "w": "", "l": ""})), "page_token"),
     ],
 )
 async def test_bad_input_names_the_field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -11,6 +13,7 @@ from services.shipping.sandbox import AccountSpec, SandboxConfig, ShipStationSan
 from services.shipping.shipstation import (
     Credentials,
     Limits,
+    Page,
     ShipStationClient,
     format_v1_date,
     parse_v1_date,
@@ -18,6 +21,8 @@ from services.shipping.shipstation import (
 from shared.config import Secret
 from shared.sandbox import ManualClock
 from shared.upstream import UpstreamAuthError, UpstreamUnavailable
+
+T = TypeVar("T")
 
 
 def test_v1_dates_are_pacific_with_seven_fraction_digits() -> None:
@@ -40,6 +45,10 @@ def _client(sandbox: ShipStationSandbox, number: int = 1, clock: ManualClock | N
         limits=Limits(**limits), **timing)  # type: ignore[arg-type]
 
 
+async def _all(pages: AsyncIterator[Page[T]]) -> list[T]:
+    return [item async for page in pages for item in page.items]
+
+
 def _sandbox(clock: ManualClock, **overrides: float) -> ShipStationSandbox:
     config = SandboxConfig(accounts=(AccountSpec(1, products=130),), **overrides)  # type: ignore[arg-type]
     return ShipStationSandbox(config, clock=clock, sleep=clock.sleep)
@@ -51,7 +60,7 @@ async def test_wrong_credentials_are_refused_on_both_apis() -> None:
     with pytest.raises(UpstreamAuthError) as v1:
         await client.warehouses()
     with pytest.raises(UpstreamAuthError) as v2:
-        await client.inventory_warehouses()
+        await _all(client.inventory_warehouse_pages())
     assert (v1.value.status, v2.value.status) == (401, 401)
     assert v2.value.code == "unauthorized"
     await client.aclose()
@@ -62,10 +71,10 @@ async def test_paging_uses_the_fewest_requests_and_reads_everything() -> None:
     sandbox = _sandbox(clock)
     client = _client(sandbox, clock=clock, page_size=50, v2_page_size=100,
                      v2_per_minute=6000, v2_burst=10)
-    products = [p async for page, _, _ in client.product_pages() for p in page]
+    products = await _all(client.product_pages())
     assert len(products) == 130 and len({p.product_id for p in products}) == 130
     assert client.v1.stats.requests == 3
-    levels = [lv async for page, _, _ in client.inventory_pages() for lv in page]
+    levels = await _all(client.inventory_pages())
     assert len(levels) == 260 and client.v2.stats.requests == 3
     assert (await client.stores())[0].store_id == 10001
     await client.aclose()
@@ -77,7 +86,7 @@ async def test_v1_window_is_never_exceeded() -> None:
     client = _client(sandbox, clock=clock, v1_limit=3, v1_window=10.0, v1_margin=0.5,
                      page_size=10)
     started = clock()
-    products = [p async for page, _, _ in client.product_pages() for p in page]
+    products = await _all(client.product_pages())
     assert len(products) == 130  # 13 pages: 5 windows of 3
     assert sandbox.v1_limit.rejected == 0 and client.v1.stats.throttled == 0
     assert clock() - started >= 40.0
@@ -92,13 +101,13 @@ async def test_v2_429_and_5xx_are_retried_with_retry_after() -> None:
     sandbox.v2_faults.force("status", status=503, count=1, path_prefix="/v2/inventory_locations")
     client = _client(sandbox, clock=clock, v2_per_minute=6000, v2_burst=10)
     started = clock()
-    locations = await client.inventory_locations()
+    locations = await _all(client.inventory_location_pages())
     assert len(locations) == 12
     assert client.v2.stats.retries == 2 and client.v2.stats.throttled == 1
     assert clock() - started >= 7.0
     sandbox.v2_faults.force("status", status=500, count=10, path_prefix="/v2/inventory")
     with pytest.raises(UpstreamUnavailable):
-        await client.inventory_warehouses()
+        await _all(client.inventory_warehouse_pages())
     await client.aclose()
 
 
@@ -106,15 +115,13 @@ async def test_sandbox_changes_between_rounds() -> None:
     clock = ManualClock()
     sandbox = _sandbox(clock, mutate_every=60.0, mutation_share=0.1)
     client = _client(sandbox, clock=clock)
-    before = {p.product_id: p for page, _, _ in [x async for x in client.product_pages()]
-              for p in page}
+    before = {p.product_id: p for p in await _all(client.product_pages())}
     clock.advance(61)
-    after = {p.product_id: p for page, _, _ in [x async for x in client.product_pages()]
-             for p in page}
+    after = {p.product_id: p for p in await _all(client.product_pages())}
     assert before != after and len(after) == len(before)
     changed = [pid for pid in after if pid in before and after[pid] != before[pid]]
     assert changed
     since = max(p.modified_at for p in before.values() if p.modified_at)
-    recent = [p async for page, _, _ in client.product_pages(since) for p in page]
+    recent = await _all(client.product_pages(since))
     assert {p.product_id for p in recent} >= set(changed)
     await client.aclose()

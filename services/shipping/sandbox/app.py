@@ -31,7 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from services.shipping.sandbox.data import Account, SandboxConfig, credentials_of
+from services.shipping.sandbox.data import (
+    START_DATE_MEANINGS,
+    Account,
+    SandboxConfig,
+    credentials_of,
+)
 from services.shipping.shipstation import parse_v1_date
 from shared.sandbox import (
     FaultInjector,
@@ -115,6 +120,8 @@ class ShipStationSandbox:
         self._started = clock()
         self._auto_rounds = 0
         self.journal: list[JournalEntry] = []
+        self._requests_by_path: dict[str, int] = {}
+        self._before: dict[tuple[str, int], list[Callable[[], object]]] = {}
         self.v1_limit = FixedWindowLimit(self.config.v1_limit, self.config.v1_window, clock=clock)
         self.v2_limit = TokenBucketLimit(
             self.config.v2_rate_per_minute / 60.0, self.config.v2_burst, clock=clock
@@ -162,6 +169,17 @@ class ShipStationSandbox:
         return {spec.number: self.account(spec.number).mutate(now)
                 for spec in self.config.accounts}
 
+    def before_request(self, path: str, nth: int, action: Callable[[], object]) -> None:
+        """Runs ``action`` just before the ``nth`` request (1-based, counted from now) to
+        ``path`` is served: upstream changing between two page requests of one read."""
+        due = self._requests_by_path.get(path, 0) + nth
+        self._before.setdefault((path, due), []).append(action)
+
+    def _run_before(self, path: str) -> None:
+        count = self._requests_by_path[path] = self._requests_by_path.get(path, 0) + 1
+        for action in self._before.pop((path, count), []):
+            action()
+
     def _catch_up(self) -> None:
         every = self.config.mutate_every
         if every <= 0:
@@ -207,6 +225,7 @@ class ShipStationSandbox:
             await self._control(scope, receive, send)
             return
         self._catch_up()
+        self._run_before(path)
         api = "v2" if path.startswith("/v2/") else "v1"
         status = 0
 
@@ -252,7 +271,8 @@ class ShipStationSandbox:
         if request.query_params.get("showInactive", "false").lower() != "true":
             items = [p for p in items if p["active"]]
         if start is not None or end is not None:
-            items = [p for p in items if _within(parse_v1_date(p["modifyDate"]), start, end)]
+            field = START_DATE_MEANINGS[self.config.start_date_means]
+            items = [p for p in items if _within(parse_v1_date(p[field]), start, end)]
         if request.query_params.get("sortDir", "ASC").upper() == "DESC":
             items = items[::-1]
         pages = math.ceil(len(items) / size)
@@ -275,11 +295,14 @@ class ShipStationSandbox:
         def link(number: int) -> dict[str, str] | None:
             return {"href": f"{base}{number}"} if 1 <= number <= pages else None
 
-        return JSONResponse({
+        envelope = {
             key: chunk, "total": len(items), "page": page, "pages": pages,
             "links": {"first": link(1), "last": link(pages), "prev": link(page - 1),
                       "next": link(page + 1)},
-        })
+        }
+        if not self.config.v2_reports_pages:
+            del envelope["pages"]
+        return JSONResponse(envelope)
 
     async def _inventory(self, request: Request) -> Response:
         account = self._v2_account(request)

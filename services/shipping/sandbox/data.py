@@ -16,10 +16,12 @@ from typing import Any
 from services.shipping.shipstation import format_v1_date
 from shared.sandbox import city, company_name, mutation_round, price, product_name, rng_for
 
-__all__ = ["Account", "AccountSpec", "SandboxConfig", "credentials_of"]
+__all__ = ["START_DATE_MEANINGS", "Account", "AccountSpec", "SandboxConfig", "credentials_of"]
 
 EPOCH_START = datetime(2021, 1, 1, tzinfo=UTC)
 EPOCH_END = datetime(2024, 12, 31, tzinfo=UTC)
+# SandboxConfig.start_date_means -> the product field startDate/endDate filter on
+START_DATE_MEANINGS = {"modified": "modifyDate", "created": "createDate"}
 
 
 def credentials_of(number: int) -> tuple[str, str, str]:
@@ -59,6 +61,15 @@ class SandboxConfig:
     # Seconds between automatic mutation rounds (0: only POST /_sandbox/mutate).
     mutate_every: float = 0.0
     mutation_share: float = 0.02
+    # What /products' startDate/endDate filter on: "modified" (modifyDate) or "created"
+    # (createDate, as ShipStation may read them).
+    start_date_means: str = "modified"
+    # False: v2 envelopes leave out "pages" (a client must page on by links.next or total).
+    v2_reports_pages: bool = True
+
+    def __post_init__(self) -> None:
+        if self.start_date_means not in START_DATE_MEANINGS:
+            raise ValueError(f"start_date_means must be one of {', '.join(START_DATE_MEANINGS)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
@@ -81,6 +92,8 @@ class SandboxConfig:
             v2_burst=_float(environ, "SHIPSTATION_SANDBOX_V2_BURST", 10.0),
             mutate_every=_float(environ, "SHIPSTATION_SANDBOX_MUTATE_SECONDS", 0.0),
             mutation_share=_float(environ, "SHIPSTATION_SANDBOX_MUTATION_SHARE", 0.02),
+            start_date_means=environ.get("SHIPSTATION_SANDBOX_START_DATE_MEANS") or "modified",
+            v2_reports_pages=_int(environ, "SHIPSTATION_SANDBOX_V2_REPORTS_PAGES", 1) != 0,
         )
 
 
@@ -143,10 +156,12 @@ class Account:
                     "updated_at": _iso(created),
                 })
         for _ in range(spec.products):
-            account._add_product(None)
+            account.add_product(None)
         return account
 
-    def _add_product(self, when: datetime | None) -> None:
+    def add_product(self, when: datetime | None, sku: str | None = None) -> int:
+        """A new product (created ``when``, or at a seeded time in the past) with its stock
+        rows; its id. ``sku`` chooses where it sorts (tests), else one is made up."""
         i = self._next_product
         self._next_product += 1
         n = self.number
@@ -154,7 +169,7 @@ class Account:
         created = when or EPOCH_START + (EPOCH_END - EPOCH_START) * rng.random()
         letters = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(3))
         product_id = n * 10_000_000 + i
-        sku = f"{letters}{n}-{i:06d}"
+        sku = sku or f"{letters}{n}-{i:06d}"
         self.products[product_id] = {
             "productId": product_id, "sku": sku, "name": product_name(rng),
             "price": float(price(rng, "5.00", "300.00")),
@@ -164,9 +179,10 @@ class Account:
             "modifyDate": format_v1_date(created + timedelta(hours=rng.randint(0, 5000))
                                          if when is None else created),
         }
+        self._sorted.clear()
         locations = self.inventory_locations
         if not locations:
-            return
+            return product_id
         rows = min(self.spec.stock_rows_per_product, len(locations))
         stride = max(1, len(locations) // max(1, rows))
         for k in range(rows):
@@ -181,6 +197,19 @@ class Account:
                 "inventory_warehouse_id": location["inventory_warehouse_id"],
                 "inventory_location_id": location["inventory_location_id"],
             }
+        return product_id
+
+    def edit_product(self, product_id: int, when: datetime) -> None:
+        product = self.products[product_id]
+        product["price"] = round(product["price"] * 1.05 + 0.01, 2)
+        product["modifyDate"] = format_v1_date(when)
+        self._sorted.clear()
+
+    def delete_product(self, product_id: int) -> None:
+        """The product and its stock rows are gone."""
+        sku = self.products.pop(product_id)["sku"]
+        for key in [key for key in self.stock if key[0] == sku]:
+            del self.stock[key]
         self._sorted.clear()
 
     def mutate(self, when: datetime) -> dict[str, int]:
@@ -191,15 +220,11 @@ class Account:
         edited = mutation_round(list(self.products), share, self.rounds, f"{self.seed}-p")
         deleted = edited[: max(0, len(edited) // 10)]
         for product_id in edited[len(deleted):]:
-            product = self.products[product_id]
-            product["price"] = round(product["price"] * 1.05 + 0.01, 2)
-            product["modifyDate"] = format_v1_date(when)
+            self.edit_product(product_id, when)
         for product_id in deleted:
-            sku = self.products.pop(product_id)["sku"]
-            for key in [key for key in self.stock if key[0] == sku]:
-                del self.stock[key]
+            self.delete_product(product_id)
         for _ in deleted:
-            self._add_product(when)
+            self.add_product(when)
         moved = mutation_round(list(self.stock), share, self.rounds, f"{self.seed}-s")
         for key in moved:
             row = self.stock[key]
@@ -210,6 +235,7 @@ class Account:
                 "added": len(deleted), "stock_moved": len(moved)}
 
     def products_sorted(self, by: str) -> list[dict[str, Any]]:
+        """By ``by`` (ModifyDate, SKU; else productId), ascending."""
         if by not in self._sorted:
             items = list(self.products.values())
             if by == "ModifyDate":

@@ -10,7 +10,7 @@ marks the rows it did not see as deleted. In a dry run it runs the same comparis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -128,6 +128,12 @@ class BulkTable:
         )
 
     @property
+    def missing_keys_sql(self) -> str:
+        """The keys of the live rows not seen."""
+        columns = ", ".join(f"t.{quote_ident(c.name)}" for c in self.keys)
+        return f"SELECT {columns} FROM {quote_ident(self.name)} AS t WHERE {self._missing()}"
+
+    @property
     def count_missing_sql(self) -> str:
         first_key = quote_ident(self.keys[0].name)
         return (f"SELECT count(*) AS missing, (array_agg(t.{first_key}::text))[1:{SAMPLE_SIZE}]"
@@ -148,6 +154,12 @@ class BulkWriter:
         self.samples: dict[str, list[str]] = {}  # a few keys per change, for dry runs
         self.round_trips = 0
         self._seen: dict[tuple[Any, ...], None] = {}
+        self._spared: dict[tuple[Any, ...], None] = {}
+
+    @property
+    def distinct(self) -> int:
+        """Records seen so far, each key once (a record read on two pages counts once)."""
+        return len(self._seen)
 
     def _arrays(self, records: Sequence[Any], columns: Sequence[Column]) -> list[list[Any]]:
         return [[getattr(record, c.name) for record in records] for c in columns]
@@ -184,10 +196,26 @@ class BulkWriter:
         self.counts.updated += updated
         self.counts.unchanged += len(rows) - created - updated
 
+    def _seen_arrays(self) -> list[list[Any]]:
+        """The keys seen or spared, as one array per key column."""
+        keys = [*self._seen, *self._spared]
+        return [[key[i] for key in keys] for i in range(len(self.table.keys))]
+
+    async def missing_keys(self) -> list[tuple[Any, ...]]:
+        """The keys of live rows not seen so far (candidates for :meth:`mark_missing_deleted`)."""
+        self.round_trips += 1
+        rows = await self._pool.fetch(self.table.missing_keys_sql, self.integration_id,
+                                      *self._seen_arrays())
+        return [tuple(row) for row in rows]
+
+    def spare(self, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Keeps ``keys`` from being marked deleted by this writer, as if they had been seen
+        (they are not counted as read)."""
+        self._spared.update(dict.fromkeys(keys))
+
     async def mark_missing_deleted(self) -> None:
         """After a complete read: rows not seen are gone upstream (counted only when dry)."""
-        keys = list(self._seen)
-        arrays = [[key[i] for key in keys] for i in range(len(self.table.keys))]
+        arrays = self._seen_arrays()
         self.round_trips += 1
         if self.dry_run:
             row = await self._pool.fetchrow(self.table.count_missing_sql, self.integration_id,
