@@ -12,8 +12,9 @@ otherwise) and a live bearer token from /oauth/token (401 ``Unauthorized`` other
 ``rate`` requests per second after a burst (429 with Retry-After) and a daily quota, per API
 key. Prices exist per currency and drift deterministically with the wall clock (one step per
 ``drift_seconds``); some amounts are null, as on StockX. Faults: ``shared.sandbox``'s
-``/_sandbox/faults`` plus failing currencies (a region that answers 500) and token revocation,
-driven over ``/_stockx/*`` or from Python.
+``/_sandbox/faults`` plus failing currencies (a region that answers 500), currencies answered
+in USD (market data labelled and priced in USD whatever ``currencyCode`` asked) and token
+revocation, driven over ``/_stockx/*`` or from Python.
 
 Run: ``python -m services.pricing.sandbox --host 127.0.0.1 --port 8092`` (knobs in the README).
 """
@@ -83,6 +84,9 @@ class SandboxConfig:
     token_ttl: float = env("STOCKX_SANDBOX_TOKEN_TTL", default=3600.0, help="seconds")
     drift_seconds: float = env("STOCKX_SANDBOX_DRIFT_SECONDS", default=300.0)
     failing_currencies: list[str] = env("STOCKX_SANDBOX_FAILING_CURRENCIES", default=[])
+    usd_currencies: list[str] = env(
+        "STOCKX_SANDBOX_USD_CURRENCIES", default=[],
+        help="regions whose market data comes back in USD (currencyCode USD)")
     api_key: str = SANDBOX_API_KEY
     client_id: str = SANDBOX_CLIENT_ID
     client_secret: str = SANDBOX_CLIENT_SECRET
@@ -151,6 +155,8 @@ class StockXSandbox:
         self.wall_clock = wall_clock
         self.tokens = _Tokens(config.token_ttl, clock)
         self.failing_currencies: set[str] = {c.upper() for c in config.failing_currencies}
+        # asked for in these, market data answers in USD: a client must check currencyCode
+        self.usd_currencies: set[str] = {c.upper() for c in config.usd_currencies}
         self.unauthorized = 0
         self.products = [self._product(index) for index in range(config.products)]
         self._by_id = {product.product_id: product for product in self.products}
@@ -349,7 +355,9 @@ class StockXSandbox:
         if denied is not None or product is None:
             return denied or _error(404, "Product not found")
         currency, bad = self._currency(request)
-        return bad if bad is not None else (product, currency)
+        if bad is not None:
+            return bad
+        return product, "USD" if currency in self.usd_currencies else currency
 
     async def _market_data(self, request: Request) -> Response:
         asked = self._market_request(request)
@@ -388,6 +396,7 @@ class StockXSandbox:
             "tokens_issued": self.tokens.issued, "unauthorized": self.unauthorized,
             "rate_limit": self.rate_limit.stats(), "daily_limit": self.daily_limit.stats(),
             "failing_currencies": sorted(self.failing_currencies),
+            "usd_currencies": sorted(self.usd_currencies),
         }
 
 

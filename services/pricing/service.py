@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,7 +15,7 @@ from syncsuite.pricing.v1 import pricing_service_pb2 as pb
 from syncsuite.pricing.v1 import pricing_service_pb2_grpc
 
 from services.pricing.settings import STOCKX_CURRENCIES, PricingSettings
-from services.pricing.store import PricingStore, ProductRow
+from services.pricing.store import SPREAD_DECIMALS, PricingStore, ProductRow, QuantityOverLimit
 from shared.auth import current_principal
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from shared.readcache import UNCHANGED, Unchanged, Versioned, VersionedReadCache
@@ -33,9 +33,15 @@ __all__ = ["PricingServicer"]
 
 _PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 MAX_PORTFOLIO_ITEMS = 1000
+MAX_QUANTITY = 1_000_000  # of one product (or variant) in one portfolio, also once added up
+# FX rates (units per 1 base currency) outside this range are typing errors, and a value like
+# 1e999999 is more than the database's numeric holds.
+MIN_FX_RATE, MAX_FX_RATE = Decimal("1e-9"), Decimal("1e9")
+MAX_FX_RATE_DIGITS = 30
 ARBITRAGE_DEFAULT_LIMIT = 50
 ARBITRAGE_MAX_LIMIT = 1000
 CENT = Decimal("0.01")
+SPREAD_STEP = Decimal(1).scaleb(-SPREAD_DECIMALS)
 # GetLatestPrices answers kept per replica (product × currencies asked), answered from memory
 # until the invalidation feed names the product (or checked against its data version on every
 # read while the feed is down); ~5 KB each for 20 variants in 3 regions.
@@ -64,6 +70,17 @@ def _product_id(field: str, value: str) -> str:
         raise InvalidArgument(field, "must be a StockX product id (letters, digits, '-', "
                                      "at most 100 characters)")
     return value
+
+
+def _no_prices(product_id: str, sku: str, currencies: Sequence[str]) -> NotFound:
+    named = f"product {product_id!r}" if product_id else f"SKU {sku!r}"
+    return NotFound(f"no prices for {named} in {', '.join(currencies)}")
+
+
+def _spread_percent(low: Decimal, high: Decimal) -> float:
+    """(high − low) / low × 100, rounded as ListArbitrageOpportunities rounds it before it
+    compares (store.SPREAD_DECIMALS), so that both RPCs agree at the threshold."""
+    return float(((high - low) / low * 100).quantize(SPREAD_STEP, rounding=ROUND_HALF_EVEN))
 
 
 def _product_pb(product: ProductRow) -> pb.Product:
@@ -221,11 +238,12 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
                 product_id=product_id, sku=sku, currencies=currencies,
                 held=known)  # type: ignore[arg-type]
             if not records:
-                raise NotFound(f"no prices for product {product_id!r}" if product_id
-                               else f"no prices for SKU {sku!r}")
+                raise _no_prices(product_id, sku, currencies)
             version = (records[0][0], records[0][4])
             if version == known:
                 return UNCHANGED
+            if records[0][5] is None:  # the product is known, but not its prices
+                raise _no_prices(product_id, sku, currencies)
             tags = (records[0][0], f"sku:{sku.upper()}") if sku else (records[0][0],)
             return Versioned(version, _latest_answer(records), tags)
 
@@ -238,8 +256,10 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
     ) -> pb.ComparePricesResponse:
         base = self._currency("base_currency", request.base_currency)
         product = await self._find_product(request.product_id, request.sku)
-        base_units, rates = await self._base_units_per_usd(base)
         rows = await self._store.latest_prices(product.product_id, self._settings.regions)
+        if not rows:
+            raise _no_prices(product.product_id, "", self._settings.regions)
+        base_units, rates = await self._base_units_per_usd(base)
         without_rate = sorted({row.currency_code for row in rows
                                if row.currency_code not in rates and row.currency_code != "USD"})
         used_as_of = [rates[code][1] for code in {row.currency_code for row in rows} | {base}
@@ -278,7 +298,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
                 low, high = min(found), max(found)
                 variant = variants[variant_id]
                 variant.cheapest_currency, variant.dearest_currency = low[1], high[1]
-                variant.spread_percent = float((high[0] - low[0]) / low[0] * 100)
+                variant.spread_percent = _spread_percent(low[0], high[0])
         response = pb.ComparePricesResponse(
             product=_product_pb(product), base_currency=base, variants=list(variants.values()),
             currencies_without_rate=without_rate,
@@ -372,10 +392,14 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
             variant_id = item.variant_id.strip()
             if variant_id and not _PRODUCT_ID.match(variant_id):
                 raise InvalidArgument(f"items[{index}].variant_id", "is not a StockX variant id")
-            if item.quantity < 0:
-                raise InvalidArgument(f"items[{index}].quantity", "must not be negative")
+            if not 0 <= item.quantity <= MAX_QUANTITY:
+                raise InvalidArgument(f"items[{index}].quantity",
+                                      f"must be between 0 and {MAX_QUANTITY}")
             key = (product_id, variant_id)
             merged[key] = merged.get(key, 0) + (item.quantity or 1)
+            if merged[key] > MAX_QUANTITY:
+                raise InvalidArgument(f"items[{index}].quantity", "the items of this product "
+                                      f"add up to {merged[key]}; at most {MAX_QUANTITY}")
         return [(product_id, variant_id, quantity)
                 for (product_id, variant_id), quantity in merged.items()]
 
@@ -394,7 +418,13 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         self, request: pb.AddPortfolioItemsRequest, context: Any
     ) -> pb.AddPortfolioItemsResponse:
         items = self._items(request.items, allow_empty=False)
-        stored = await self._store.add_portfolio_items(self._user(), items)
+        try:
+            stored = await self._store.add_portfolio_items(self._user(), items, MAX_QUANTITY)
+        except QuantityOverLimit as over:
+            index = next(i for i, item in enumerate(request.items)
+                         if (item.product_id.strip(), item.variant_id.strip()) == over.keys[0])
+            raise InvalidArgument(f"items[{index}].quantity", "with the quantity already held "
+                                  f"this would be more than {MAX_QUANTITY}") from None
         return pb.AddPortfolioItemsResponse(items=self._items_pb(stored))
 
     async def GetPortfolio(
@@ -405,6 +435,20 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
 
     # -- FX
 
+    @staticmethod
+    def _fx_rate(field: str, text: str) -> Decimal:
+        try:
+            value = Decimal(text.strip())
+        except InvalidOperation:
+            raise InvalidArgument(field, "must be a decimal number") from None
+        if not value.is_finite() or value <= 0:
+            raise InvalidArgument(field, "must be greater than 0")
+        if not MIN_FX_RATE <= value <= MAX_FX_RATE:
+            raise InvalidArgument(field, f"must be between {MIN_FX_RATE:f} and {MAX_FX_RATE:f}")
+        if len(value.as_tuple().digits) > MAX_FX_RATE_DIGITS:
+            raise InvalidArgument(field, f"must have at most {MAX_FX_RATE_DIGITS} digits")
+        return value
+
     async def SetFxRates(
         self, request: pb.SetFxRatesRequest, context: Any
     ) -> pb.SetFxRatesResponse:
@@ -414,13 +458,7 @@ class PricingServicer(pricing_service_pb2_grpc.PricingServiceServicer):
         given: dict[str, Decimal] = {}
         for index, rate in enumerate(request.rates):
             code = self._currency(f"rates[{index}].currency_code", rate.currency_code or "?")
-            try:
-                value = Decimal(rate.rate.strip())
-            except InvalidOperation:
-                raise InvalidArgument(f"rates[{index}].rate", "must be a decimal number") from None
-            if not value.is_finite() or value <= 0:
-                raise InvalidArgument(f"rates[{index}].rate", "must be greater than 0")
-            given[code] = value
+            given[code] = self._fx_rate(f"rates[{index}].rate", rate.rate)
         now = self._now()
         as_of = from_timestamp(request.as_of) if request.HasField("as_of") else now
         if as_of > now + timedelta(minutes=5):

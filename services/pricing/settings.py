@@ -77,10 +77,11 @@ class PricingSettings:
                                  help="our pacing; StockX publishes 1 request/s")
     pacing_margin_ms: float = env("STOCKX_PACING_MARGIN_MS", default=5.0, parse=non_negative,
                                   help="added to each request interval against jitter")
-    daily_limit: int = env("STOCKX_DAILY_LIMIT", default=25000)
-    request_timeout_seconds: float = env("STOCKX_TIMEOUT_SECONDS", default=30.0)
-    max_attempts: int = env("STOCKX_MAX_ATTEMPTS", default=4)
-    token_refresh_margin_seconds: float = env("STOCKX_TOKEN_REFRESH_MARGIN_SECONDS", default=300.0)
+    daily_limit: int = env("STOCKX_DAILY_LIMIT", default=25000, parse=positive_int)
+    request_timeout_seconds: float = env("STOCKX_TIMEOUT_SECONDS", default=30.0, parse=positive)
+    max_attempts: int = env("STOCKX_MAX_ATTEMPTS", default=4, parse=positive_int)
+    token_refresh_margin_seconds: float = env("STOCKX_TOKEN_REFRESH_MARGIN_SECONDS",
+                                              default=300.0, parse=non_negative)
     regions: list[str] = env("PRICING_REGIONS", default=["USD", "GBP", "EUR"], parse=_currencies)
     max_products_per_run: int = env("PRICING_MAX_PRODUCTS_PER_RUN", default=100,
                                    parse=positive_int)
@@ -89,7 +90,7 @@ class PricingSettings:
     time_budget_seconds: float = env("PRICING_TIME_BUDGET_SECONDS", default=300.0,
                                       parse=positive)
     retention_days: float = env("PRICING_RETENTION_DAYS", default=90.0, parse=positive)
-    popular_min_views: int = env("PRICING_POPULAR_MIN_VIEWS", default=3,
+    popular_min_views: int = env("PRICING_POPULAR_MIN_VIEWS", default=3, parse=positive_int,
                                  help="views that make a product popular")
 
     def connection(self) -> StockXConnection:

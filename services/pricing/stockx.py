@@ -7,7 +7,10 @@
                               expires and once more when the API answers 401
 
 Every request carries ``x-api-key`` and ``Authorization: Bearer <token>``. Amounts arrive as
-strings or null and become :class:`~decimal.Decimal` or None.
+strings or null and become :class:`~decimal.Decimal` or None. Credentials StockX refuses raise
+an ``UpstreamAuthError`` saying which were refused (never their values); such an error, and a
+pause StockX asks for that is longer than we wait, are *lasting*
+(:meth:`StockXClient.lasting_failure`): every further call would fail the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import structlog
 from services.pricing.settings import PricingSettings, StockXConnection
 from shared.oauth import AccessToken, RefreshingToken
 from shared.upstream import (
+    PausedTooLong,
     RateLimitInfo,
     RetryPolicy,
     TokenBucket,
@@ -52,6 +56,9 @@ log = structlog.get_logger("stockx")
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 UPSTREAM = "stockx"
+# How long a refused refresh-token grant is answered from memory: the callers waiting for a
+# token (one per product in flight) get the refusal without asking the token endpoint again.
+GRANT_REFUSAL_HOLD_SECONDS = 60.0
 
 
 def parse_amount(value: Any) -> Decimal | None:
@@ -168,9 +175,16 @@ class DailyQuotaLimiter:
         self.bucket.complete(info)
 
 
+def credentials_refused(which: str, error: UpstreamAuthError) -> UpstreamAuthError:
+    """``error`` (a 401/403) restated to say which of our credentials StockX refused."""
+    return UpstreamAuthError(UPSTREAM, f"StockX refused our credentials ({which}): "
+                                       f"{error.message}", error.status, code=error.code)
+
+
 class StockXTokens(RefreshingToken):
     """The OAuth2 access token: the refresh-token grant at ``auth_url`` (with StockX's
-    ``audience``); a rotated refresh token, when StockX returns one, is kept."""
+    ``audience``); a rotated refresh token, when StockX returns one, is kept. A refused grant
+    is remembered for ``GRANT_REFUSAL_HOLD_SECONDS``."""
 
     def __init__(
         self,
@@ -186,8 +200,13 @@ class StockXTokens(RefreshingToken):
         self._connection = connection
         self._refresh_token = connection.refresh_token
         self._default_lifetime = default_lifetime
+        self._refused: UpstreamAuthError | None = None
+        self._refused_until = 0.0
+        self._monotonic = clock  # our own reference: RefreshingToken's is its private state
 
     async def grant(self) -> AccessToken:
+        if self._refused is not None and self._monotonic() < self._refused_until:
+            raise self._refused
         connection = self._connection
         form = {
             "grant_type": "refresh_token",
@@ -196,7 +215,14 @@ class StockXTokens(RefreshingToken):
             "audience": connection.audience,
             "refresh_token": self._refresh_token.reveal(),
         }
-        response = await self._http.request("POST", connection.auth_url, data=form)
+        try:
+            response = await self._http.request("POST", connection.auth_url, data=form)
+        except UpstreamAuthError as error:
+            self._refused = credentials_refused(
+                "client id, client secret or refresh token at the token endpoint", error)
+            self._refused_until = self._monotonic() + GRANT_REFUSAL_HOLD_SECONDS
+            log.warning("stockx_grant_refused", status=error.status, code=error.code)
+            raise self._refused from None
         try:
             body = response.json()
             token = str(body["access_token"])
@@ -223,12 +249,24 @@ class StockXClient:
         try:
             return await self.api.get_json(path, params=params, headers=_bearer(token))
         except UpstreamAuthError as error:
-            if error.status != 401:
-                raise
+            if error.status != 401:  # StockX answers 403 to a missing or wrong x-api-key
+                raise credentials_refused("the API key", error) from None
             self.tokens.invalidate(token)
             log.info("stockx_token_refused", path=path)
-            token = await self.tokens.get()
+        token = await self.tokens.get()
+        try:
             return await self.api.get_json(path, params=params, headers=_bearer(token))
+        except UpstreamAuthError as error:
+            raise credentials_refused("an access token just granted", error) from None
+
+    def lasting_failure(self, error: BaseException) -> bool:
+        """Whether every further call would fail as the one that raised ``error`` did, for
+        longer than we wait: credentials refused, or a pause asked for (Retry-After) longer
+        than the retry policy's ``max_retry_after`` or past the caller's pause deadline."""
+        if isinstance(error, UpstreamAuthError | PausedTooLong):
+            return True
+        return (isinstance(error, UpstreamUnavailable) and error.retry_after is not None
+                and error.retry_after > self.api.retry.max_retry_after)
 
     async def market_data(self, product_id: str, currency: str) -> list[MarketData]:
         """Market data of every variant of a product in one currency."""
@@ -305,9 +343,12 @@ def create_stockx_client(
         transport=transport,
     )
     interval = 1.0 / settings.rate_per_second + settings.pacing_margin_ms / 1000.0
-    bucket = TokenBucket(1.0 / interval, 1.0, clock=clock, sleep=sleep)
     retry = retry or RetryPolicy(max_attempts=settings.max_attempts, base_delay=0.5,
                                  max_delay=30.0)
+    # A pause StockX asks for that is longer than a retry would wait fails the calls at once
+    # (the run then stops) instead of holding every caller in the queue.
+    bucket = TokenBucket(1.0 / interval, 1.0, clock=clock, sleep=sleep,
+                         max_pause=retry.max_retry_after, upstream=UPSTREAM)
     api = UpstreamClient(
         UPSTREAM, api_http, DailyQuotaLimiter(bucket, settings.daily_limit), retry,
         attempt_timeout=settings.request_timeout_seconds, clock=clock, sleep=sleep,

@@ -11,19 +11,35 @@ from typing import Any
 import asyncpg
 
 __all__ = [
+    "SPREAD_DECIMALS",
     "ArbitrageRow",
     "FreshnessRow",
     "LatestRow",
     "PricingStore",
     "ProductRow",
+    "QuantityOverLimit",
     "SnapshotRow",
     "WriteResult",
 ]
+
+# Spreads are compared (and answered) rounded to this many decimals: the arbitrage scan's float
+# arithmetic is off by ~1e-14 where ComparePrices' decimal arithmetic is exact, and the two must
+# agree on a spread that sits on the caller's threshold.
+SPREAD_DECIMALS = 4
 
 SNAPSHOT_COLUMNS = (
     "product_id", "variant_id", "currency_code", "lowest_ask", "highest_bid", "sell_faster",
     "earn_more", "flex_lowest_ask", "last_sale", "snapshot_time", "sync_job_id",
 )
+
+
+class QuantityOverLimit(Exception):
+    """Adding to a portfolio would make the quantity held of ``keys`` (product id, variant id)
+    pass the limit; nothing was added."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        super().__init__(f"quantity over the limit for {len(keys)} item(s)")
+        self.keys = keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +193,8 @@ _PRICES_BY_SKU = _PRICES_UNLESS.format(
 # array aligned with the currencies, in the caller's order, joined as a small table (a hash
 # join of three rows): each row's factor is looked up once, where indexing the arrays in the
 # expression repeated the lookup in every aggregate (~30% of the query). Only the top rows look
-# up which regions those were, and their names.
+# up which regions those were, and their names. The spread is rounded per variant (not per
+# row) before it is compared, see SPREAD_DECIMALS.
 _ARBITRAGE = """
 WITH rates AS (  -- a currency listed twice counts once, where it is first listed
     SELECT code, factor, position FROM (
@@ -194,9 +211,12 @@ WITH rates AS (  -- a currency listed twice counts once, where it is first liste
     GROUP BY l.product_id, l.variant_id
     HAVING count(*) >= 2
 ), top AS (
-    SELECT product_id, variant_id, low, high, (high - low) / low * 100 AS spread, oldest
-    FROM variants
-    WHERE (high - low) / low * 100 >= $2
+    SELECT * FROM (
+        SELECT product_id, variant_id, low, high, oldest,
+               round((high - low) / low * 100 * $6) / $6 AS spread  -- SPREAD_DECIMALS
+        FROM variants
+    ) rounded
+    WHERE spread >= $2
     ORDER BY spread DESC, product_id, variant_id
     LIMIT $3
 ), priced AS (
@@ -425,12 +445,16 @@ class PricingStore:
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "DELETE FROM sync_backlog WHERE product_id = ANY($1::text[])", list(done))
-            await connection.executemany(
+            # queued_at orders the backlog: one microsecond apart in the order given (the
+            # clock alone can give rows written together the same time, and ties go by id)
+            await connection.execute(
                 """
                 INSERT INTO sync_backlog (product_id, queued_at, sync_job_id)
-                VALUES ($1, clock_timestamp(), $2) ON CONFLICT (product_id) DO NOTHING
+                SELECT product_id, now() + position * interval '1 microsecond', $2
+                FROM unnest($1::text[]) WITH ORDINALITY AS queued(product_id, position)
+                ON CONFLICT (product_id) DO NOTHING
                 """,
-                [(product_id, job_id) for product_id in unreached],
+                list(unreached), job_id,
             )
 
     # -- views and portfolios --------------------------------------------------------------
@@ -450,16 +474,24 @@ class PricingStore:
     async def set_portfolio(
         self, email: str, items: Sequence[tuple[str, str, int]]
     ) -> list[tuple[str, str, int]]:
+        """Replaces the portfolio with ``items`` (one per product and variant)."""
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute("DELETE FROM portfolio_items WHERE user_email = $1", email)
             await self._add_items(connection, email, items)
             return await self._items(connection, email)
 
     async def add_portfolio_items(
-        self, email: str, items: Sequence[tuple[str, str, int]]
+        self, email: str, items: Sequence[tuple[str, str, int]], max_quantity: int
     ) -> list[tuple[str, str, int]]:
+        """Adds ``items`` (one per product and variant) to the quantities held; the portfolio.
+        Raises :class:`QuantityOverLimit` (nothing added) if a quantity would pass
+        ``max_quantity``."""
         async with self.pool.acquire() as connection, connection.transaction():
-            await self._add_items(connection, email, items)
+            added = await self._add_items(connection, email, items, max_quantity)
+            over = [(product_id, variant_id) for product_id, variant_id, _ in items
+                    if (product_id, variant_id) not in added]
+            if over:
+                raise QuantityOverLimit(over)  # and the transaction rolls back
             return await self._items(connection, email)
 
     async def portfolio(self, email: str) -> list[tuple[str, str, int]]:
@@ -468,18 +500,25 @@ class PricingStore:
 
     @staticmethod
     async def _add_items(
-        connection: asyncpg.Connection, email: str, items: Sequence[tuple[str, str, int]]
-    ) -> None:
-        await connection.executemany(
+        connection: asyncpg.Connection, email: str, items: Sequence[tuple[str, str, int]],
+        max_quantity: int | None = None,
+    ) -> set[tuple[str, str]]:
+        """Inserts ``items`` or adds them to the quantities held, except where the sum would
+        pass ``max_quantity`` (summed as bigint: a stored quantity may be near the integer
+        column's limit); the keys written."""
+        records = await connection.fetch(
             """
             INSERT INTO portfolio_items AS i (user_email, product_id, variant_id, quantity)
-            VALUES ($1, $2, $3, $4)
+            SELECT $1, * FROM unnest($2::text[], $3::text[], $4::integer[])
             ON CONFLICT (user_email, product_id, variant_id)
                 DO UPDATE SET quantity = i.quantity + EXCLUDED.quantity
+                WHERE $5::bigint IS NULL OR i.quantity::bigint + EXCLUDED.quantity <= $5
+            RETURNING product_id, variant_id
             """,
-            [(email, product_id, variant_id, quantity)
-             for product_id, variant_id, quantity in items],
+            email, [item[0] for item in items], [item[1] for item in items],
+            [item[2] for item in items], max_quantity,
         )
+        return {(record["product_id"], record["variant_id"]) for record in records}
 
     @staticmethod
     async def _items(connection: asyncpg.Connection, email: str) -> list[tuple[str, str, int]]:
@@ -523,7 +562,8 @@ class PricingStore:
         ``factors[i]`` converts an amount in ``currencies[i]`` to the base currency (None: no
         rate, that region is left out)."""
         records = await self.pool.fetch(
-            _ARBITRAGE, fresh_after, min_spread, limit, list(factors), list(currencies))
+            _ARBITRAGE, fresh_after, min_spread, limit, list(factors), list(currencies),
+            10.0 ** SPREAD_DECIMALS)
         return [
             ArbitrageRow(
                 product=ProductRow(r["product_id"], r["sku"], r["title"], r["brand"]),

@@ -8,9 +8,15 @@ COPY + latest), so a failed region or product is recorded and the run goes on �
 budget, products still running are cancelled and, with those not started, queued to lead the
 next run → snapshots older than the retention age are pruned.
 
-The report has one operation per product (``product <id>``: details per region) and a
-``prices`` operation with the figures of the seed's report (productsProcessed, successCount,
-partialCount, failCount, totalSnapshots, durationSeconds, notReached…).
+A *lasting* failure (StockX refused our credentials, or asked for a pause longer than we wait:
+``StockXClient.lasting_failure``) fails its product and stops the run at once, as the time
+budget would: every further call would fail the same way. A run in which every product
+processed failed raises, so the job is FAILED.
+
+The report has one operation per product (``product <id>``: details per region, and the job's
+counts) and a ``prices`` operation with the figures of the seed's report (productsProcessed,
+successCount, partialCount, failCount, totalSnapshots, durationSeconds, notReached…) in its
+details only, so that the job's counts are the products' (see the README).
 """
 
 from __future__ import annotations
@@ -19,56 +25,38 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 
 from services.pricing.candidates import Selection, select_candidates
+from services.pricing.outcomes import (
+    ProductOutcome,
+    RegionOutcome,
+    RunProducts,
+    every_product_failed,
+    split_answer,
+)
 from services.pricing.settings import PricingSettings
 from services.pricing.stockx import StockXClient
-from services.pricing.store import PricingStore, ProductRow, SnapshotRow, WriteResult
+from services.pricing.store import PricingStore, ProductRow, SnapshotRow
+from shared.errors import Unavailable
 from shared.sync import Operation, SyncJob
 from shared.sync.job import describe_error
 from shared.timestamps import utcnow
+from shared.upstream import pause_deadline
 
-__all__ = ["PriceSync", "ProductOutcome", "RegionOutcome"]
+__all__ = ["PriceSync"]
 
 log = structlog.get_logger("pricing.sync")
 Clock = Callable[[], float]
 NOT_REACHED_LISTED = 50
 
 
-@dataclass
-class RegionOutcome:
-    currency: str
-    result: WriteResult | None = None
-    error: str = ""
-
-
-@dataclass
-class ProductOutcome:
-    product_id: str
-    regions: list[RegionOutcome] = field(default_factory=list)
-    error: str = ""  # the product failed before its regions (catalog)
-    interrupted: bool = False  # cancelled at the time budget
-
-    @property
-    def failed_regions(self) -> list[RegionOutcome]:
-        return [region for region in self.regions if region.error]
-
-    @property
-    def status(self) -> str:
-        if self.error or (self.regions and len(self.failed_regions) == len(self.regions)):
-            return "failed"
-        return "partial" if self.failed_regions else "ok"
-
-    @property
-    def snapshots(self) -> int:
-        return sum(region.result.snapshots for region in self.regions if region.result)
-
-
 class PriceSync:
+    """The `prices` scope. ``clock`` must be the StockX client's: the run's deadline on it
+    also bounds the pauses its token bucket sits out (``pause_deadline``)."""
+
     def __init__(
         self,
         store: PricingStore,
@@ -109,8 +97,7 @@ class PriceSync:
         deadline = started + self.settings.time_budget_seconds
         async with job.operation("candidates", isolate=False) as op:
             selection = await self.select(job.full)
-            op.counts.seen = len(selection.chosen)
-            op.counts.skipped = len(selection.skipped_fresh)
+            op.counts.skipped = len(selection.skipped_fresh)  # the job's `skipped`
             op.records = len(selection.chosen)
             op.details = {
                 **{tier: str(n) for tier, n in selection.counts_by_tier().items()},
@@ -125,15 +112,21 @@ class PriceSync:
             return
         throttled_before = self.client.api.stats.throttled
         requests_before = self.client.api.stats.requests
-        outcomes, unreached = await self._sync_products(job, selection.chosen, deadline)
+        with pause_deadline(deadline):  # a longer pause StockX asks for stops the run
+            products = await self._sync_products(job, selection.chosen, deadline)
+        outcomes, unreached = products.outcomes, products.unreached
         done = [*outcomes, *selection.skipped_fresh]
         await self.store.update_backlog(done, unreached, job.id)
         async with job.operation("prices") as op:
             self._summarise(op, outcomes, unreached, self._clock() - started)
             op.details["upstreamRequests"] = str(self.client.api.stats.requests - requests_before)
             op.details["upstream429"] = str(self.client.api.stats.throttled - throttled_before)
+            if products.stopped_by:
+                op.ok, op.error = False, f"stopped early: {products.stopped_by}"[:500]
         await self.prune(job)
         job.progress(1.0, f"{len(outcomes)} products synced, {len(unreached)} not reached")
+        if outcomes and all(outcome.status == "failed" for outcome in outcomes.values()):
+            raise Unavailable(every_product_failed(products))
 
     async def prune(self, job: SyncJob) -> None:
         """Deletes raw snapshots older than the retention age (latest rows stay)."""
@@ -146,23 +139,29 @@ class PriceSync:
 
     async def _sync_products(
         self, job: SyncJob, product_ids: list[str], deadline: float
-    ) -> tuple[dict[str, ProductOutcome], list[str]]:
-        queue = deque(product_ids)
-        in_flight: dict[str, None] = {}  # insertion-ordered set
-        outcomes: dict[str, ProductOutcome] = {}
+    ) -> RunProducts:
+        products = RunProducts(deque(product_ids))
         total = len(product_ids)
+        workers: list[asyncio.Task[None]] = []
 
         async def worker() -> None:
-            while queue and self._clock() < deadline:
-                product_id = queue.popleft()
-                in_flight[product_id] = None
-                outcomes[product_id] = await self._product(job, product_id)
-                del in_flight[product_id]
-                job.progress(len(outcomes) / max(total, 1),
-                             f"{len(outcomes)} of {total} products")
+            while products.queue and not products.stopped_by and self._clock() < deadline:
+                product_id = products.queue.popleft()
+                products.in_flight[product_id] = None
+                outcome = await self._product(job, product_id, products)
+                products.outcomes[product_id] = outcome
+                del products.in_flight[product_id]
+                job.progress(len(products.outcomes) / max(total, 1),
+                             f"{len(products.outcomes)} of {total} products")
+                if outcome.lasting_error and not products.stopped_by:
+                    products.stopped_by = outcome.lasting_error
+                    log.warning("pricing_run_stopped", job_id=job.id, reason=outcome.lasting_error)
+                    for task in workers:  # their products go back to the backlog
+                        if task is not asyncio.current_task():
+                            task.cancel()
 
-        workers = [asyncio.create_task(worker(), name="pricing-sync-worker")
-                   for _ in range(min(self.settings.concurrency, total))]
+        workers.extend(asyncio.create_task(worker(), name="pricing-sync-worker")
+                       for _ in range(min(self.settings.concurrency, total)))
         try:
             if workers:
                 _, pending = await asyncio.wait(workers,
@@ -176,12 +175,13 @@ class PriceSync:
         finally:
             for task in workers:
                 task.cancel()
-        unreached = [*in_flight, *queue]
-        if unreached:
-            log.info("pricing_time_budget_reached", job_id=job.id, unreached=len(unreached))
-        return outcomes, unreached
+        if products.unreached and not products.stopped_by:
+            log.info("pricing_time_budget_reached", job_id=job.id,
+                     unreached=len(products.unreached))
+        return products
 
-    async def _product(self, job: SyncJob, product_id: str) -> ProductOutcome:
+    async def _product(self, job: SyncJob, product_id: str, products: RunProducts
+                       ) -> ProductOutcome:
         outcome = ProductOutcome(product_id)
         async with job.operation(f"product {product_id}") as op:
             try:
@@ -192,10 +192,13 @@ class PriceSync:
                       for currency in self.settings.regions)))
             except asyncio.CancelledError:
                 outcome.interrupted = True
-                op.ok, op.error = False, "not finished within the time budget"
+                op.ok = False
+                op.error = (f"stopped early: {products.stopped_by}"[:500] if products.stopped_by
+                            else "not finished within the time budget")
                 raise
             except Exception as error:
                 outcome.error = describe_error(error)
+                outcome.error_lasting = self.client.lasting_failure(error)
                 raise
             finally:
                 self._describe(op, outcome)
@@ -214,36 +217,43 @@ class PriceSync:
         try:
             market = await self.client.market_data(product_id, currency)
             taken = self._now()
+            answered, left_out = split_answer(market, product_id, currency)
             rows = [
                 SnapshotRow(product_id, item.variant_id, currency, item.lowest_ask,
                             item.highest_bid, item.sell_faster, item.earn_more,
                             item.flex_lowest_ask, item.last_sale, taken)
-                for item in market if item.variant_id
+                for item in answered if item.variant_id
             ]
-            return RegionOutcome(currency, await self.store.write_snapshots(rows, job.id))
+            if left_out:
+                log.warning("pricing_region_mismatch", product_id=product_id, currency=currency,
+                            error=left_out)
+            return RegionOutcome(currency, await self.store.write_snapshots(rows, job.id),
+                                 error=left_out)
         except Exception as error:
             log.warning("pricing_region_failed", product_id=product_id, currency=currency,
                         error=describe_error(error))
-            return RegionOutcome(currency, error=describe_error(error))
+            return RegionOutcome(currency, error=describe_error(error),
+                                 lasting=self.client.lasting_failure(error))
 
     @staticmethod
     def _describe(op: Operation, outcome: ProductOutcome) -> None:
         for region in outcome.regions:
+            said = []
             if region.result is not None:
                 result = region.result
-                op.details[region.currency] = f"{result.snapshots} snapshots"
+                said.append(f"{result.snapshots} snapshots")
                 op.counts.seen += result.snapshots
                 op.counts.created += result.created
                 op.counts.updated += result.updated
                 op.counts.unchanged += result.stale
-            else:
-                op.details[region.currency] = f"failed: {region.error}"
+            if region.error:
+                said.append(f"failed: {region.error}")
                 op.counts.failed += 1
+            op.details[region.currency] = "; ".join(said)
         op.records = outcome.snapshots
-        failed = outcome.failed_regions
-        if failed:
+        if outcome.failed_regions:
             op.ok = False
-            op.error = "; ".join(f"{r.currency}: {r.error}" for r in failed)[:500]
+            op.error = outcome.reason[:500]
         op.details["result"] = "not reached" if outcome.interrupted else outcome.status
 
     @staticmethod
@@ -253,9 +263,7 @@ class PriceSync:
         statuses = [outcome.status for outcome in outcomes.values()]
         total_snapshots = sum(outcome.snapshots for outcome in outcomes.values())
         op.records = total_snapshots
-        op.counts.seen = len(outcomes)
-        op.counts.failed = statuses.count("failed") + statuses.count("partial")
-        op.counts.skipped = len(unreached)
+        # No counts here: the product operations' counts already add up to the job's.
         op.details = {
             "productsProcessed": str(len(outcomes)),
             "successCount": str(statuses.count("ok")),
@@ -266,3 +274,4 @@ class PriceSync:
             "notReached": str(len(unreached)),
             "notReachedProducts": ",".join(unreached[:NOT_REACHED_LISTED]),
         }
+

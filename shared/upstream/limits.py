@@ -5,6 +5,8 @@
     └── WindowLimiter(limit, window)            N per window, steered by X-Rate-Limit-* headers
     RateLimitInfo                               what a response said about our limits
     parse_retry_after(value)                    Retry-After (seconds or HTTP-date) → seconds
+    pause_deadline(when)                        a TokenBucket pause lasting past ``when`` fails
+    PausedTooLong                               …as does one longer than the bucket's max_pause
 
 Clock, sleep and wall clock are constructor arguments, so tests drive time.
 """
@@ -13,21 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
 
+from shared.upstream.errors import UpstreamUnavailable
+
 __all__ = [
     "Clock",
+    "PausedTooLong",
     "RateLimitInfo",
     "RateLimiter",
     "Sleep",
     "TokenBucket",
     "WindowLimiter",
     "parse_retry_after",
+    "pause_deadline",
 ]
 
 Clock = Callable[[], float]
@@ -108,11 +117,44 @@ class RateLimiter(Protocol):
     def complete(self, info: RateLimitInfo | None) -> None: ...
 
 
+# The limiter's clock time past which the caller would rather fail than sit out a pause; a
+# context variable because the limiter is reached through UpstreamClient, whose calls carry no
+# deadline, and because tasks started inside the block inherit it.
+_pause_deadline: ContextVar[float | None] = ContextVar("upstream_pause_deadline", default=None)
+
+
+@contextmanager
+def pause_deadline(when: float) -> Iterator[None]:
+    """Within this block (and tasks started in it), a :class:`TokenBucket` pause lasting past
+    ``when`` (on the bucket's clock) makes ``acquire`` raise :class:`PausedTooLong` at once:
+    waiting would only run into the caller's own deadline (e.g. a sync run's time budget)."""
+    token = _pause_deadline.set(when)
+    try:
+        yield
+    finally:
+        _pause_deadline.reset(token)
+
+
+class PausedTooLong(UpstreamUnavailable):
+    """The upstream asked us (Retry-After, an exhausted limit) to send nothing for longer than
+    the caller waits. ``resume_at`` is when it allows calls again (epoch seconds)."""
+
+    def __init__(self, upstream: str, seconds: float, resume_at: float, why: str) -> None:
+        when = datetime.fromtimestamp(resume_at, UTC).isoformat(timespec="seconds")
+        super().__init__(
+            upstream, f"asked us to send nothing before {when} ({seconds:.0f} s from now), {why}",
+            retry_after=seconds,
+        )
+        self.resume_at = resume_at
+
+
 class TokenBucket:
     """Paces sends at ``rate`` per second after a burst of ``capacity``, first come first served.
 
     ``pause_until`` / ``penalize`` hold everyone (a 429's Retry-After, an exhausted
-    X-Rate-Limit-Remaining); a pause ends with one token, so no burst follows it.
+    X-Rate-Limit-Remaining); a pause ends with one token, so no burst follows it. A pause
+    longer than ``max_pause`` seconds, or lasting past the caller's :func:`pause_deadline`, is
+    not sat out: ``acquire`` raises :class:`PausedTooLong` (naming ``upstream``) at once.
     """
 
     def __init__(
@@ -122,13 +164,19 @@ class TokenBucket:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        max_pause: float | None = None,
+        upstream: str = "upstream",
+        wall_clock: Clock = time.time,
     ) -> None:
         if rate <= 0 or capacity <= 0:
             raise ValueError("rate and capacity must be positive")
         self.rate = rate
         self.capacity = capacity
+        self.max_pause = max_pause
+        self.upstream = upstream
         self._clock = clock
         self._sleep = sleep
+        self._wall_clock = wall_clock
         self._tokens = capacity
         self._updated = clock()
         self._paused_until = 0.0
@@ -163,10 +211,27 @@ class TokenBucket:
     async def acquire(self, tokens: float = 1.0) -> None:
         if tokens > self.capacity:
             raise ValueError(f"cannot acquire {tokens} tokens from a bucket of {self.capacity}")
+        self._refuse_long_pause(self._clock())  # before queueing behind callers sitting one out
         async with self._lock:
             while (wait := self._wait_for(tokens, self._clock())) > 0:
+                self._refuse_long_pause(self._clock())  # a longer pause came while we waited
                 await self._sleep(wait)
             self._tokens -= tokens
+
+    def _refuse_long_pause(self, now: float) -> None:
+        """Raises :class:`PausedTooLong` if the pause in force is longer than this caller waits
+        (pacing waits are not pauses: they are short and always sat out)."""
+        pause = self._paused_until - now
+        if pause <= 0:
+            return
+        deadline = _pause_deadline.get()
+        if self.max_pause is not None and pause > self.max_pause:
+            why = f"longer than the {self.max_pause:g} s we wait"
+        elif deadline is not None and self._paused_until > deadline:
+            why = f"past this caller's deadline ({max(0.0, deadline - now):.0f} s from now)"
+        else:
+            return
+        raise PausedTooLong(self.upstream, pause, self._wall_clock() + pause, why)
 
     def pause_until(self, when: float) -> None:
         """Send nothing before monotonic time ``when``; then one send, then pacing at ``rate``."""

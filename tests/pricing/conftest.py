@@ -16,9 +16,11 @@ from services.pricing.sandbox import StockXSandbox, build_sandbox
 from services.pricing.settings import PricingSettings
 from services.pricing.stockx import StockXClient, create_stockx_client
 from services.pricing.store import PricingStore
+from services.pricing.sync import PriceSync
 from shared.config import load
 from shared.db import create_pool
 from shared.migrations import apply_migrations, discover
+from shared.sync import Operation, SyncJob
 from shared.upstream import RetryPolicy
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "pricing" / "migrations"
@@ -50,6 +52,23 @@ def sandbox() -> StockXSandbox:
 
 def settings_for(**env: str) -> PricingSettings:
     return load(PricingSettings, {**FAST, **env})
+
+
+async def run_prices(sync: PriceSync, *, full: bool = False) -> SyncJob:
+    """One `prices` run, finished as the sync registry finishes it (FAILED with what the run
+    raised)."""
+    job = SyncJob("prices", full=full)
+    try:
+        await sync.run(job)
+    except Exception as error:
+        job.finish(error)
+    else:
+        job.finish()
+    return job
+
+
+def operation(job: SyncJob, name: str) -> Operation:
+    return next(op for op in job.operations if op.name == name)
 
 
 @pytest.fixture

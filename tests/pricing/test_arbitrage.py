@@ -1,5 +1,6 @@
 """The arbitrage query on rows written by hand: which variants qualify, their converted spread,
-where to buy and sell, and what leaves a region out (no rate, a stale price, no ask)."""
+where to buy and sell, and what leaves a region out (no rate, a stale price, no ask); and that
+ListArbitrageOpportunities and ComparePrices agree on a spread right at the threshold."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from syncsuite.pricing.v1 import pricing_service_pb2 as pb
 
-from services.pricing.store import PricingStore
+from services.pricing.service import PricingServicer
+from services.pricing.store import PricingStore, ProductRow
+from tests.pricing.conftest import settings_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -80,3 +84,23 @@ async def test_a_currency_listed_twice_counts_once_with_its_first_factor(
         fresh_after=FRESH_AFTER, min_spread=0.0, limit=10, factors=[1.0, None, 1.5],
         currencies=["USD", "GBP", "GBP"])
     assert first_without_rate == []
+
+
+async def test_both_rpcs_agree_on_a_spread_right_at_the_threshold(store: PricingStore) -> None:
+    # 78.21 GBP at 0.79 GBP per USD is 99.00 USD, 10 % above 90.00 USD; in float arithmetic
+    # (the arbitrage scan's) it is 9.99999999999998 %
+    assert (78.21 * (1 / 0.79) - 90.0) / 90.0 * 100 < 10
+    await store.save_catalog(ProductRow("p-edge", "ED1000-001", "Edge", "Nike"), [("a", "9")])
+    await _latest(store, [("p-edge", "a", "USD", "90.00", NOW),
+                          ("p-edge", "a", "GBP", "78.21", NOW)])
+    await store.set_fx_rates({"GBP": Decimal("0.79"), "USD": Decimal(1)}, NOW)
+    servicer = PricingServicer(store, settings_for())
+    compared = await servicer.ComparePrices(pb.ComparePricesRequest(product_id="p-edge"), None)
+    assert [variant.spread_percent for variant in compared.variants] == [10.0]
+    listed = await servicer.ListArbitrageOpportunities(
+        pb.ListArbitrageOpportunitiesRequest(min_spread_percent=10.0), None)
+    assert [(o.product.product_id, o.spread_percent, o.buy_currency, o.sell_currency)
+            for o in listed.opportunities] == [("p-edge", 10.0, "USD", "GBP")]
+    above = await servicer.ListArbitrageOpportunities(
+        pb.ListArbitrageOpportunitiesRequest(min_spread_percent=10.0001), None)
+    assert list(above.opportunities) == []

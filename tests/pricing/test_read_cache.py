@@ -113,8 +113,10 @@ async def test_unknown_product_is_not_cached_and_prices_appear_when_synced(
     with pytest.raises(NotFound):
         await latest(replica, request)
     assert len(replica.latest_cache) == 0
-    await _catalog(store)  # catalog first, prices not yet
-    assert list((await latest(replica, request)).prices) == []
+    await _catalog(store)  # catalog first, prices not yet: still no prices to answer
+    with pytest.raises(NotFound, match="no prices for product 'prod-1' in USD, GBP, EUR"):
+        await latest(replica, request)
+    assert len(replica.latest_cache) == 0
     await store.write_snapshots([_snapshot("prod-1", "prod-1-b", "USD", "99", utcnow())])
     assert _asks(await latest(replica, request)) == {("prod-1-b", "USD"): "99"}
 
@@ -146,12 +148,14 @@ async def test_fed_replicas_answer_from_memory_until_the_trigger_notifies_a_chan
                 assert _asks(await latest(replica, request)) == {
                     ("prod-1-a", "USD"): "105"}
 
-        # another product takes the SKU (and sorts first): the SKU's cached answer goes too
+        # another product takes the SKU (and sorts first): the SKU's cached answer goes too,
+        # and that product has no prices yet
         await store.save_catalog(ProductRow("prod-0", "DD1391-100", "Dunk Low", "Nike"),
                                  [("prod-0-a", "9")])
         await wait_for(notified(2), what="the new product notified")
         for replica in replicas:
-            assert (await latest(replica, by_sku)).product.product_id == "prod-0"
+            with pytest.raises(NotFound, match="no prices for SKU 'dd1391-100'"):
+                await latest(replica, by_sku)
             assert _asks(await latest(replica, by_id)) == {
                 ("prod-1-a", "USD"): "105"}
 

@@ -17,7 +17,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 from services.pricing.sandbox import StockXSandbox, build_sandbox
 from services.pricing.server import SERVICE
 from services.pricing.settings import PricingSettings
-from services.pricing.store import PricingStore
+from services.pricing.store import PricingStore, ProductRow
 from shared.auth import issue_user_token
 from shared.config import ConfigError, load
 from shared.sandbox import FaultPlan, SandboxServer
@@ -214,6 +214,72 @@ async def test_views_and_portfolio_are_per_user(
     ) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_product_without_prices_is_not_found(
+        store: PricingStore, pricing: pricing_service_pb2_grpc.PricingServiceStub) -> None:
+    await store.save_catalog(ProductRow("prod-x", "AB1234-001", "Dunk", "Nike"), [("v1", "9")])
+    calls = [
+        pricing.GetLatestPrices(pb.GetLatestPricesRequest(product_id="prod-x"), timeout=5),
+        pricing.GetLatestPrices(pb.GetLatestPricesRequest(sku="ab1234-001",
+                                                          currency_codes=["GBP"]), timeout=5),
+        pricing.ComparePrices(pb.ComparePricesRequest(product_id="prod-x"), timeout=5),
+    ]
+    expected = ["no prices for product 'prod-x' in USD, GBP, EUR",
+                "no prices for SKU 'ab1234-001' in GBP",
+                "no prices for product 'prod-x' in USD, GBP, EUR"]
+    for call, details in zip(calls, expected, strict=True):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert (raised.value.code(), raised.value.details()) == (
+            grpc.StatusCode.NOT_FOUND, details)
+
+
+MAX_INT32 = 2**31 - 1
+
+
+@pytest.mark.parametrize(("rpc", "request_", "details"), [
+    ("AddPortfolioItems", pb.AddPortfolioItemsRequest(items=[
+        pb.PortfolioItem(product_id="p-1", quantity=MAX_INT32)]),
+     "items[0].quantity: must be between 0 and 1000000"),
+    ("SetPortfolio", pb.SetPortfolioRequest(items=[
+        pb.PortfolioItem(product_id="p-2", quantity=600_000),
+        pb.PortfolioItem(product_id="p-2", quantity=600_000)]),
+     "items[1].quantity: the items of this product add up to 1200000; at most 1000000"),
+    ("AddPortfolioItems", pb.AddPortfolioItemsRequest(items=[
+        pb.PortfolioItem(product_id="p-3"), pb.PortfolioItem(product_id="held", quantity=2)]),
+     "items[1].quantity: with the quantity already held this would be more than 1000000"),
+    ("AddPortfolioItems", pb.AddPortfolioItemsRequest(items=[
+        pb.PortfolioItem(product_id="held-long-ago", quantity=1)]),
+     "items[0].quantity: with the quantity already held this would be more than 1000000"),
+    ("SetFxRates", pb.SetFxRatesRequest(rates=[pb.FxRate(currency_code="GBP", rate="1e999999")]),
+     "rates[0].rate: must be between 0.000000001 and 1000000000"),
+    ("SetFxRates", pb.SetFxRatesRequest(rates=[pb.FxRate(currency_code="EUR", rate="0.9"),
+                                               pb.FxRate(currency_code="GBP", rate="1e-999999")]),
+     "rates[1].rate: must be between 0.000000001 and 1000000000"),
+    ("SetFxRates", pb.SetFxRatesRequest(rates=[pb.FxRate(currency_code="GBP",
+                                                         rate="0." + "7" * 40)]),
+     "rates[0].rate: must have at most 30 digits"),
+], ids=["quantity-over-int32", "merged-quantities", "added-to-held", "added-to-held-at-int32",
+        "rate-too-large", "rate-too-small", "rate-too-long"])
+async def test_quantities_and_rates_out_of_range_are_invalid_arguments(
+        store: PricingStore, pricing: pricing_service_pb2_grpc.PricingServiceStub, rpc: str,
+        request_: object, details: str) -> None:
+    await pricing.SetPortfolio(pb.SetPortfolioRequest(items=[
+        pb.PortfolioItem(product_id="held", quantity=999_999)]), metadata=USER, timeout=5)
+    # held before quantities were bounded: the sum must not overflow the integer column
+    await store.pool.execute(
+        "INSERT INTO portfolio_items (user_email, product_id, quantity) VALUES ($1, $2, $3)",
+        "ada@example.com", "held-long-ago", MAX_INT32)
+    held = await pricing.GetPortfolio(pb.GetPortfolioRequest(), metadata=USER, timeout=5)
+    metadata = ADMIN if rpc == "SetFxRates" else USER
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await getattr(pricing, rpc)(request_, metadata=metadata, timeout=5)
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, details)
+    assert await pricing.GetPortfolio(pb.GetPortfolioRequest(), metadata=USER,
+                                      timeout=5) == held  # nothing was added
+    assert await store.fx_rates() == {}
+
+
 async def test_concurrent_sync_is_aborted(
         store: PricingStore, served_sandbox: tuple[StockXSandbox, str],
         pricing: pricing_service_pb2_grpc.PricingServiceStub,
@@ -251,7 +317,10 @@ async def test_concurrent_sync_is_aborted(
     ("PRICING_CONCURRENCY", "0"), ("PRICING_MAX_PRODUCTS_PER_RUN", "-3"),
     ("STOCKX_RATE_PER_SECOND", "0"), ("PRICING_TIME_BUDGET_SECONDS", "0"),
     ("PRICING_RETENTION_DAYS", "-1"), ("PRICING_STALENESS_HOURS", "-1"),
-    ("STOCKX_PACING_MARGIN_MS", "-5"),
+    ("STOCKX_PACING_MARGIN_MS", "-5"), ("STOCKX_MAX_ATTEMPTS", "0"),
+    ("STOCKX_TIMEOUT_SECONDS", "-1"), ("STOCKX_TIMEOUT_SECONDS", "0"),
+    ("STOCKX_DAILY_LIMIT", "-5"), ("STOCKX_DAILY_LIMIT", "0"),
+    ("PRICING_POPULAR_MIN_VIEWS", "0"), ("STOCKX_TOKEN_REFRESH_MARGIN_SECONDS", "-1"),
 ])
 def test_settings_out_of_range_are_refused_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):

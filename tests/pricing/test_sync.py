@@ -7,13 +7,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 from services.pricing.candidates import select_candidates
+from services.pricing.outcomes import split_answer
 from services.pricing.sandbox import StockXSandbox
-from services.pricing.stockx import StockXClient
+from services.pricing.stockx import MarketData, StockXClient
 from services.pricing.store import PricingStore, SnapshotRow
 from services.pricing.sync import PriceSync
-from shared.sync import SyncJob
+from shared.sync import Counts, SyncJob
 from shared.timestamps import utcnow
-from tests.pricing.conftest import settings_for
+from tests.pricing.conftest import operation, run_prices, settings_for
 
 MakeClient = Callable[..., StockXClient]
 
@@ -29,15 +30,25 @@ def test_priority_order_dedup_and_cap() -> None:
     assert select_candidates(tiers, cap=5, fresh={"p1"}, full=True).chosen[1] == "p1"
 
 
-async def _run(sync: PriceSync, *, full: bool = False) -> SyncJob:
-    job = SyncJob("prices", full=full)
-    await sync.run(job)
-    job.finish()
-    return job
+def _counts(**nonzero: int) -> dict[str, int]:
+    return {**Counts().as_dict(), **nonzero}
 
 
-def _op(job: SyncJob, name: str):  # type: ignore[no-untyped-def]
-    return next(op for op in job.operations if op.name == name)
+async def test_job_counts_are_the_products_counts(
+        store: PricingStore, sandbox: StockXSandbox, make_client: MakeClient) -> None:
+    products = sandbox.products[:3]
+    variants = sum(len(product.variants) for product in products)
+    await store.set_portfolio("a@example.com", [(p.product_id, "", 1) for p in products])
+    client = make_client(sandbox)
+    first = await run_prices(PriceSync(store, client, settings_for()))
+    assert operation(first, "prices").details["totalSnapshots"] == str(3 * variants)
+    assert first.counts.as_dict() == _counts(seen=3 * variants, created=3 * variants)
+    fresh = await run_prices(PriceSync(store, client, settings_for()))
+    assert fresh.counts.as_dict() == _counts(skipped=3)
+    sandbox.failing_currencies = {"GBP"}
+    failing = await run_prices(PriceSync(store, client, settings_for()), full=True)
+    assert failing.status == "PARTIAL"
+    assert failing.counts.as_dict() == _counts(seen=2 * variants, updated=2 * variants, failed=3)
 
 
 async def test_priority_order_and_cap_from_the_database(
@@ -57,11 +68,12 @@ async def test_priority_order_and_cap_from_the_database(
     selection = await sync.select(full=False)
     assert selection.chosen == [ids[1], ids[0], ids[2], ids[3]]  # most-held portfolio first
     assert selection.over_cap == [ids[4]]
-    job = await _run(sync)
+    job = await run_prices(sync)
     assert job.status == "COMPLETED", job.error
-    figures = _op(job, "prices").details
+    figures = operation(job, "prices").details
     assert figures["productsProcessed"] == "4" and figures["successCount"] == "4"
-    assert [op.name for op in job.operations if op.name.startswith("product ")] != []
+    products = sorted(op.name for op in job.operations if op.name.startswith("product "))
+    assert products == sorted(f"product {pid}" for pid in selection.chosen)
     assert int(figures["totalSnapshots"]) == await store.snapshot_count()
 
 
@@ -71,22 +83,22 @@ async def test_smart_refresh_skips_fresh_products(
     await store.set_portfolio("a@example.com", [(pid, "", 1) for pid in ids])
     client = make_client(sandbox)
     sync = PriceSync(store, client, settings_for())
-    first = await _run(sync)
-    assert _op(first, "prices").details["productsProcessed"] == "3"
+    first = await run_prices(sync)
+    assert operation(first, "prices").details["productsProcessed"] == "3"
     requests = client.api.stats.requests
-    again = await _run(sync)
-    assert _op(again, "candidates").details["skipped_fresh"] == "3"
-    assert _op(again, "prices").details["productsProcessed"] == "0"
+    again = await run_prices(sync)
+    assert operation(again, "candidates").details["skipped_fresh"] == "3"
+    assert operation(again, "prices").details["productsProcessed"] == "0"
     assert client.api.stats.requests == requests  # nothing fetched
-    full = await _run(sync, full=True)
-    assert _op(full, "prices").details["productsProcessed"] == "3"
+    full = await run_prices(sync, full=True)
+    assert operation(full, "prices").details["productsProcessed"] == "3"
     # a product stale in one region is refreshed
     await store.pool.execute(
         "UPDATE master_market_latest SET snapshot_time = now() - interval '9 hours' "
         "WHERE product_id = $1 AND currency_code = 'EUR'", ids[0])
-    partial = await _run(sync)
-    assert _op(partial, "prices").details["productsProcessed"] == "1"
-    assert _op(partial, f"product {ids[0]}").ok
+    partial = await run_prices(sync)
+    assert operation(partial, "prices").details["productsProcessed"] == "1"
+    assert operation(partial, f"product {ids[0]}").ok
 
 
 async def test_failing_region_does_not_fail_the_other_regions(
@@ -94,9 +106,9 @@ async def test_failing_region_does_not_fail_the_other_regions(
     ids = [product.product_id for product in sandbox.products[:2]]
     await store.set_portfolio("a@example.com", [(pid, "", 1) for pid in ids])
     sandbox.failing_currencies = {"GBP"}
-    job = await _run(PriceSync(store, make_client(sandbox), settings_for()))
+    job = await run_prices(PriceSync(store, make_client(sandbox), settings_for()))
     assert job.status == "PARTIAL"
-    product_op = _op(job, f"product {ids[0]}")
+    product_op = operation(job, f"product {ids[0]}")
     assert not product_op.ok and "GBP" in product_op.error
     assert product_op.details["GBP"].startswith("failed")
     assert product_op.details["USD"].endswith("snapshots")
@@ -104,7 +116,7 @@ async def test_failing_region_does_not_fail_the_other_regions(
     currencies = await store.pool.fetch(
         "SELECT DISTINCT currency_code FROM master_market_latest ORDER BY 1")
     assert [r["currency_code"] for r in currencies] == ["EUR", "USD"]
-    figures = _op(job, "prices").details
+    figures = operation(job, "prices").details
     assert (figures["successCount"], figures["partialCount"]) == ("0", "2")
 
 
@@ -115,21 +127,50 @@ async def test_time_budget_stops_the_run_and_unreached_lead_the_next(
     sandbox.faults.configure(sandbox.faults.plan.__class__(latency_ms=60, path_prefix="/v2/"))
     settings = settings_for(PRICING_TIME_BUDGET_SECONDS="0.5", PRICING_CONCURRENCY="2")
     sync = PriceSync(store, make_client(sandbox), settings)
-    job = await _run(sync)
-    figures = _op(job, "prices").details
+    job = await run_prices(sync)
+    figures = operation(job, "prices").details
     processed, unreached = int(figures["productsProcessed"]), int(figures["notReached"])
     assert processed >= 1 and unreached >= 1 and processed + unreached == 12
     not_reached = figures["notReachedProducts"].split(",")
     assert set(not_reached) <= set(ids)
-    assert await store.backlog() == not_reached or set(await store.backlog()) == set(not_reached)
+    assert await store.backlog() == not_reached  # in flight first, then never started
     # next run: the unreached come first
     sandbox.faults.clear()
     selection = await sync.select(full=False)
     assert selection.chosen[: len(not_reached)] == await store.backlog()
     assert set(selection.chosen[: len(not_reached)]) == set(not_reached)
-    follow_up = await _run(PriceSync(store, sync.client, settings_for()))
-    assert _op(follow_up, "prices").details["notReached"] == "0"
+    follow_up = await run_prices(PriceSync(store, sync.client, settings_for()))
+    assert operation(follow_up, "prices").details["notReached"] == "0"
     assert await store.backlog() == []
+
+
+def test_rows_for_another_product_or_currency_are_split_off() -> None:
+    def row(product_id: str, currency: str) -> MarketData:
+        return MarketData(product_id, "v1", currency, Decimal(100), None)
+
+    ours, no_product = row("p1", "GBP"), row("", "GBP")  # a row without productId is ours
+    kept, why = split_answer([ours, row("p2", "GBP"), no_product, row("p1", "USD")], "p1", "GBP")
+    assert kept == [ours, no_product]
+    assert why == "2 of 4 rows answered p1 in USD, p2 in GBP, not p1 in GBP: left out"
+    assert split_answer([ours], "p1", "GBP") == ([ours], "")
+
+
+async def test_prices_answered_in_another_currency_are_left_out(
+        store: PricingStore, sandbox: StockXSandbox, make_client: MakeClient) -> None:
+    product = sandbox.products[0]
+    pid, sizes = product.product_id, len(product.variants)
+    await store.set_portfolio("a@example.com", [(pid, "", 1)])
+    sandbox.usd_currencies = {"GBP"}  # asked for GBP, StockX answers in USD
+    job = await run_prices(PriceSync(store, make_client(sandbox), settings_for()))
+    assert job.status == "PARTIAL"
+    details = operation(job, f"product {pid}").details
+    assert details["GBP"] == (f"0 snapshots; failed: {sizes} of {sizes} rows answered {pid} in "
+                              f"USD, not {pid} in GBP: left out")
+    assert details["result"] == "partial"
+    stored = await store.pool.fetch(
+        "SELECT currency_code, count(*) FROM master_market_latest GROUP BY 1 ORDER BY 1")
+    assert [tuple(record) for record in stored] == [("EUR", sizes), ("USD", sizes)]
+    assert job.counts.as_dict() == _counts(seen=2 * sizes, created=2 * sizes, failed=1)
 
 
 def _row(product_id: str, ask: str, at_hours_ago: float) -> SnapshotRow:

@@ -48,6 +48,7 @@ from shared.upstream import (
     redact_headers,
     redact_url,
 )
+from shared.upstream.limits import PausedTooLong, pause_deadline
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -291,6 +292,76 @@ async def test_token_bucket_pause_holds_everyone_then_resumes_without_a_burst() 
         times.append(clock() - start)
     assert times == pytest.approx([3.0, 3.5, 4.0])
     assert bucket.try_acquire() == pytest.approx(0.5)
+
+
+WALL = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+def paused_bucket(clock: ManualClock, pause: float, max_pause: float | None) -> TokenBucket:
+    bucket = TokenBucket(2.0, 1.0, clock=clock, sleep=clock.sleep, max_pause=max_pause,
+                         upstream="vendor", wall_clock=lambda: WALL)
+    bucket.complete(RateLimitInfo(status=429, retry_after=pause))
+    return bucket
+
+
+async def test_token_bucket_refuses_a_pause_longer_than_max_pause_at_once() -> None:
+    clock = ManualClock()
+    bucket = paused_bucket(clock, 3600.0, max_pause=300.0)
+    with pytest.raises(PausedTooLong) as caught:
+        await asyncio.wait_for(bucket.acquire(), 5)
+    assert str(caught.value) == (
+        "vendor: asked us to send nothing before 2023-11-14T23:13:20+00:00 (3600 s from now), "
+        "longer than the 300 s we wait")
+    assert (caught.value.retry_after, caught.value.resume_at) == (3600.0, WALL + 3600)
+    assert clock.sleeps == []
+    shorter = paused_bucket(clock, 300.0, max_pause=300.0)  # as long as we wait: sat out
+    start = clock()
+    await asyncio.wait_for(shorter.acquire(), 5)
+    assert clock() - start == pytest.approx(300.0)
+
+
+async def test_token_bucket_refuses_a_pause_past_the_callers_deadline() -> None:
+    clock = ManualClock()
+    bucket = paused_bucket(clock, 100.0, max_pause=None)
+
+    async def acquire_by(deadline: float) -> None:
+        with pause_deadline(deadline):
+            await asyncio.create_task(bucket.acquire())  # a task started inside inherits it
+
+    with pytest.raises(PausedTooLong, match=r"\(100 s from now\), past this caller's deadline "
+                                            r"\(30 s from now\)"):
+        await asyncio.wait_for(acquire_by(clock() + 30), 5)
+    assert clock.sleeps == []
+    start = clock()
+    await asyncio.wait_for(acquire_by(clock() + 100), 5)  # the pause ends by the deadline
+    await asyncio.wait_for(bucket.acquire(), 5)  # outside the block nothing is refused
+    assert clock() - start == pytest.approx(100.5)
+
+
+async def test_a_caller_sitting_out_a_pause_fails_when_a_longer_one_comes() -> None:
+    clock = ManualClock()
+    bucket = paused_bucket(clock, 10.0, max_pause=60.0)
+    waiting = asyncio.create_task(bucket.acquire())
+    await asyncio.sleep(0)  # it sleeps out the 10 s pause
+    bucket.penalize(3600.0)
+    with pytest.raises(PausedTooLong, match="3590 s from now"):
+        await asyncio.wait_for(waiting, 5)
+    assert clock.sleeps == [10.0]
+
+
+async def test_after_a_long_retry_after_the_next_calls_fail_without_sending() -> None:
+    vendor = Vendor(JSONResponse({"message": "slow down"}, 429, headers={"Retry-After": "3600"}))
+    clock = ManualClock()
+    retry = RetryPolicy(max_retry_after=60.0)
+    bucket = TokenBucket(100.0, 10.0, clock=clock, sleep=clock.sleep,
+                         max_pause=retry.max_retry_after, upstream="vendor")
+    async with client_for(vendor.app(), clock, limiter=bucket, retry=retry) as client:
+        with pytest.raises(UpstreamUnavailable) as first:
+            await client.get_json("/items")
+        with pytest.raises(PausedTooLong) as second:
+            await client.get_json("/items")
+    assert first.value.retry_after == 3600 and second.value.retry_after == 3600
+    assert vendor.calls == 1 and clock.sleeps == []
 
 
 async def test_window_limiter_never_exceeds_a_strict_window() -> None:
