@@ -1,6 +1,7 @@
 """timeentries: CreateTimeEntry at 8 and 100 writers and ListTimeEntries of a hot month, as
-ratios to Ping on the same server process; then how fast the worker process drains the outbox
-into PostgreSQL. The Zoho sandbox runs in this process (a thread), with no rate limit."""
+ratios to Ping on the same server process, beside WhoAmI (a per-user RPC that touches no store:
+the floor under any of them on this machine); then how fast the worker process drains the
+outbox into PostgreSQL. The Zoho sandbox runs in this process (a thread), with no rate limit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import redis.asyncio as aioredis
+from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 from syncsuite.timeentries.v1 import timeentries_service_pb2 as pb
 from syncsuite.timeentries.v1 import timeentries_service_pb2_grpc as pb_grpc
 
@@ -44,6 +46,15 @@ def create_entry(token: str, project: str, channel: grpc.aio.Channel) -> Call:
     request = pb.CreateTimeEntryRequest(project_id=project, date=_today(1), duration_minutes=30,
                                         description="bench", billable=True)
     return lambda: stub.CreateTimeEntry(request, metadata=metadata, timeout=10)
+
+
+def who_am_i(token: str, channel: grpc.aio.Channel) -> Call:
+    """An RPC that authenticates the user and answers, touching no store: the floor of any
+    per-user RPC on this machine."""
+    stub = diagnostics_pb2_grpc.DiagnosticsServiceStub(channel)
+    metadata = (("authorization", f"Bearer {token}"),)
+    request = diagnostics_pb2.WhoAmIRequest()
+    return lambda: stub.WhoAmI(request, metadata=metadata, timeout=10)
 
 
 def list_month(token: str, channel: grpc.aio.Channel) -> Call:
@@ -88,6 +99,11 @@ async def run(report: Report, options: Options) -> None:
                             project_id=projects[reader], date=_today(offset % 30),
                             duration_minutes=30, description=f"entry {offset}"),
                             metadata=reader_meta)
+
+                    floor = await options.compare(
+                        address, functools.partial(who_am_i, tokens[writer]))
+                    report.add_stats("WhoAmI ×8 (authenticated, no store)", floor.candidate)
+                    report.add_comparison("WhoAmI ×8", floor)
 
                     create = functools.partial(create_entry, tokens[writer], projects[writer])
                     writes = await options.compare(address, create)
