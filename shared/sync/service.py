@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -207,7 +208,10 @@ def _encode_token(record: JobRecord) -> str:
 def _decode_token(token: str) -> tuple[datetime, str]:
     position = decode_page_token(token, required=("started", "id"))
     try:
-        return datetime.fromisoformat(position["started"]), str(position["id"])
+        started = datetime.fromisoformat(position["started"])
+        if started.tzinfo is None:
+            raise ValueError("a token's time is in UTC")
+        return started, str(uuid.UUID(str(position["id"])))
     except (TypeError, ValueError):
         raise InvalidArgument("page_token", "not a token from a previous response") from None
 
@@ -268,6 +272,8 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
             self._registry.scope(request.scope)
         status = ""
         if request.status:
+            if request.status not in sync_pb2.SyncStatus.values():  # proto3 passes any number
+                raise InvalidArgument("status", f"unknown job status {request.status}")
             status = sync_pb2.SyncStatus.Name(request.status).removeprefix("SYNC_STATUS_")
         before = _decode_token(request.page_token) if request.page_token else None
         records = await self._registry.store.list(

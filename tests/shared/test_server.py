@@ -7,6 +7,7 @@ import gc
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 from shared.auth import issue_user_token
 from shared.backends import EmbeddedPostgres
 from shared.config import ConfigError
+from shared.paging import encode_page_token
 from shared.processes import ManagedProcess, free_port, wait_for_health
 from shared.server import ServiceDefinition, run_event_loop, running_service, start_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET, ROOT
@@ -203,10 +205,18 @@ async def test_list_sync_jobs_pages_newest_first(probe: grpc.aio.Channel) -> Non
         await stub.ListSyncJobs(sync_pb2.ListSyncJobsRequest(page_size=-1), metadata=ADMIN,
                                 timeout=5)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.ListSyncJobs(sync_pb2.ListSyncJobsRequest(page_token="%%%"), metadata=ADMIN,
-                                timeout=5)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    forged = encode_page_token({"started": "2026-11-23T10:00:00+00:00", "id": "not-a-uuid"})
+    naive = encode_page_token({"started": "2026-11-23T10:00:00", "id": str(uuid.uuid4())})
+    for request, field in [
+        (sync_pb2.ListSyncJobsRequest(page_token="%%%"), "page_token"),
+        (sync_pb2.ListSyncJobsRequest(page_token=forged), "page_token"),
+        (sync_pb2.ListSyncJobsRequest(page_token=naive), "page_token"),
+        (sync_pb2.ListSyncJobsRequest(status=99), "status"),  # proto3 takes unknown numbers
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.ListSyncJobs(request, metadata=ADMIN, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (raised.value.details() or "").startswith(field)
 
 
 async def test_unknown_job_is_not_found(probe: grpc.aio.Channel) -> None:
