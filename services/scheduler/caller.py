@@ -3,7 +3,9 @@ job ends — all inside the run's deadline, retrying UNAVAILABLE with full-jitte
 
 Starting the sync in the background gives the run the target's job id at once; it is stored,
 so a replica taking over a run whose scheduler died follows the same target job instead of
-starting a second one.
+starting a second one. When the id was never stored (the holder died, or PostgreSQL failed,
+right after the target accepted), the new holder finds the target's job by the run's reason,
+which is unique to the run, before it calls Sync.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -20,10 +23,19 @@ from google.protobuf import json_format
 from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.config import Secret
+from shared.timestamps import from_timestamp
 
 __all__ = ["CallOutcome", "SyncCaller"]
 
 log = structlog.get_logger("scheduler.caller")
+
+# A takeover looks for the previous holder's target job among the jobs started since the run
+# was claimed; the target's clock may be this much behind the scheduler's.
+_CLOCK_SKEW = timedelta(minutes=5)
+# ... reading at most this many pages of ListSyncJobs (newest first; a scope runs one job at a
+# time, so the job is on the first page unless the clocks disagree).
+_LOOKUP_PAGES = 10
+_LOOKUP_PAGE_SIZE = 100
 
 _FINAL_STATUS = {
     sync_pb2.SYNC_STATUS_COMPLETED: "SUCCEEDED",
@@ -88,14 +100,23 @@ class SyncCaller:
 
     async def run(
         self, *, address: str, scope: str, full: bool, reason: str, seconds: float,
-        target_job_id: str = "", on_accepted: Callable[[str], Awaitable[None]] | None = None,
+        target_job_id: str = "", started_since: datetime | None = None,
+        on_accepted: Callable[[str], Awaitable[None]] | None = None,
     ) -> CallOutcome:
-        """Runs (or, with ``target_job_id``, follows) a sync; never raises for call failures."""
+        """Runs (or, with ``target_job_id``, follows) a sync; never raises for call failures.
+
+        ``started_since`` is for a run taken over without a target job id: a job the target
+        started with ``reason`` since then (by the previous holder) is followed instead of
+        starting a second one. ``on_accepted`` gets the id of the job started or found."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         try:
             if not target_job_id:
-                target_job_id = await self._start(address, scope, full, reason, deadline)
+                if started_since is not None:
+                    target_job_id = await self._find_started(
+                        address, scope, reason, started_since, deadline)
+                if not target_job_id:
+                    target_job_id = await self._start(address, scope, full, reason, deadline)
                 if on_accepted is not None:
                     await on_accepted(target_job_id)
             report = await self._follow(address, target_job_id, deadline)
@@ -120,6 +141,39 @@ class SyncCaller:
             deadline, f"Sync {scope} on {address}",
         )
         return str(response.report.job_id)
+
+    async def _find_started(
+        self, address: str, scope: str, reason: str, since: datetime, deadline: float
+    ) -> str:
+        """The id of the job the target started with ``reason`` since ``since``, or ''."""
+        oldest = since - _CLOCK_SKEW
+        token = ""
+        for _ in range(_LOOKUP_PAGES):
+            page = await self._jobs_page(address, scope, token, deadline)
+            for job in page.jobs:
+                if job.reason == reason:
+                    log.info("target_job_found", address=address, job_id=job.job_id,
+                             reason=reason)
+                    return str(job.job_id)
+            token = page.next_page_token
+            # Newest first: once past the run's start, no older job can be the run's.
+            if not token or from_timestamp(page.jobs[-1].start_time) < oldest:
+                return ""
+        log.warning("target_job_lookup_gave_up", address=address, reason=reason,
+                    pages=_LOOKUP_PAGES, note="calling Sync")
+        return ""
+
+    async def _jobs_page(
+        self, address: str, scope: str, token: str, deadline: float
+    ) -> sync_pb2.ListSyncJobsResponse:
+        request = sync_pb2.ListSyncJobsRequest(
+            scope=scope, page_size=_LOOKUP_PAGE_SIZE, page_token=token)
+        return await self._retrying(
+            lambda timeout: self._stub(address).ListSyncJobs(
+                request, metadata=self._metadata, timeout=timeout
+            ),
+            deadline, f"ListSyncJobs {scope} on {address}",
+        )
 
     async def _follow(self, address: str, job_id: str, deadline: float) -> sync_pb2.SyncReport:
         async def watch(timeout: float) -> sync_pb2.SyncReport | None:

@@ -18,6 +18,7 @@ unnoticed. Every problem is reported at once, each naming its job.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,8 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _ENV_PREFIX = "SCHEDULER_JOB_"
+# Longer durations mean nothing for a job and, added to a date, overflow Python's datetime.
+_LONGEST_DURATION = timedelta(days=365)
 
 # field -> (kind, default); "required" has no default.
 FIELDS: dict[str, tuple[str, Any]] = {
@@ -90,8 +93,12 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 2h")
+    if math.isnan(seconds):
+        raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 2h")
     if seconds < 0:
         raise ValueError("must not be negative")
+    if seconds > _LONGEST_DURATION.total_seconds():
+        raise ValueError(f"{value!r} is longer than {_LONGEST_DURATION.days}d")
     return timedelta(seconds=seconds)
 
 
@@ -166,47 +173,61 @@ def _build(name: str, raw: dict[str, Any], environ: Mapping[str, str]) -> JobSpe
     )
 
 
+def _name_problem(name: object) -> str:
+    """Why ``name`` cannot name a job ('' when it can)."""
+    if not isinstance(name, str):
+        # YAML reads `2024:` or `true:` as a number or a boolean, not as a name.
+        return f"the name must be text (quote it in the file: '{name}')"
+    if not _NAME.match(name):
+        return "the name must be lower case letters, digits, '-', '_' or '.' (at most 63)"
+    return ""
+
+
 def parse_jobs(document: Mapping[str, Any], environ: Mapping[str, str],
                source: str = "jobs file") -> list[JobSpec]:
     """Jobs from a parsed document plus ``SCHEDULER_JOB_*`` overrides; ConfigError lists every
     problem, each naming its job."""
     problems: list[str] = []
+    # YAML keys may be numbers, booleans or null: every key is shown and sorted as text.
     unknown_sections = set(document) - {"defaults", "jobs"}
     if unknown_sections:
-        problems.append(f"{source}: unknown section(s) {', '.join(sorted(unknown_sections))}"
-                        " (expected defaults, jobs)")
+        sections = ", ".join(sorted(map(str, unknown_sections)))
+        problems.append(f"{source}: unknown section(s) {sections} (expected defaults, jobs)")
     defaults = document.get("defaults") or {}
     jobs = document.get("jobs") or {}
     if not isinstance(defaults, dict) or not isinstance(jobs, dict):
         raise ConfigError(f"{source}: 'defaults' and 'jobs' must be tables of fields")
-    for field in sorted(set(defaults) - set(FIELDS)):
+    for field in sorted(set(defaults) - set(FIELDS), key=str):
         problems.append(f"{source}: defaults: unknown field {field!r}")
+    named: dict[str, Any] = {}
+    for name, fields in jobs.items():
+        problem = _name_problem(name)
+        if problem:
+            problems.append(f"job {name!r}: {problem}")
+        else:
+            named[name] = fields
     env_names: dict[str, str] = {}
-    for name in jobs:
+    for name in named:
         prefix = env_key(name, "")
         if prefix in env_names:
             problems.append(f"job {name!r}: its environment name clashes with job "
                             f"{env_names[prefix]!r}")
         env_names[prefix] = name
-    known_env = {env_key(name, field): (name, field) for name in jobs for field in FIELDS}
+    known_env = {env_key(name, field): (name, field) for name in named for field in FIELDS}
     overrides: dict[str, dict[str, str]] = {}
     for key, value in environ.items():
         if key in known_env:
             name, field = known_env[key]
             overrides.setdefault(name, {})[field] = value
         elif key.startswith(_ENV_PREFIX):
-            problems.append(f"{key} names no job field (jobs: {', '.join(jobs) or 'none'}; "
+            problems.append(f"{key} names no job field (jobs: {', '.join(named) or 'none'}; "
                             f"fields: {', '.join(f.upper() for f in FIELDS)})")
     specs: list[JobSpec] = []
-    for name, fields in jobs.items():
-        if not _NAME.match(str(name)):
-            problems.append(f"job {name!r}: the name must be lower case letters, digits, '-', "
-                            "'_' or '.' (at most 63)")
-            continue
+    for name, fields in named.items():
         if not isinstance(fields, dict):
             problems.append(f"job {name!r}: expected a table of fields")
             continue
-        unknown = sorted(set(fields) - set(FIELDS))
+        unknown = sorted(set(fields) - set(FIELDS), key=str)
         if unknown:
             problems.append(f"job {name!r}: unknown field(s) {', '.join(map(repr, unknown))}"
                             f" (known: {', '.join(FIELDS)})")

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 __all__ = ["CronSchedule", "jitter_delay"]
 
 _DAY = timedelta(days=1)
+# Any instant: a cron has no year field, so one that fires at all fires in every 28-year cycle.
+_VALIDATION_START = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -53,6 +55,13 @@ class CronSchedule:
         object.__setattr__(self, "zone", _zone(self.time_zone))
         object.__setattr__(self, "repeats_hourly", fields[1] == "*" or fields[1].startswith("*/"))
         object.__setattr__(self, "_walker", croniter(self.expression, datetime(2000, 1, 1)))
+        # A valid expression may name a date that never comes ("0 0 30 2 *"); croniter tells
+        # only when asked for the next time, which the engine does at start: ask now instead.
+        try:
+            self.next_after(_VALIDATION_START)
+        except CroniterBadDateError:
+            raise ValueError(f"{self.expression!r} never fires (no date matches its day and "
+                             "month fields)") from None
 
     # -- placing local wall-clock times on the UTC line ---------------------------------------
     def _instants(self, local: datetime) -> list[datetime]:

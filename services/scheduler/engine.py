@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,14 @@ from prometheus_client import CollectorRegistry, Counter
 from services.scheduler.caller import SyncCaller
 from services.scheduler.config import JobSpec
 from services.scheduler.cron import jitter_delay
-from services.scheduler.store import Claim, DueTime, JobState, RunRecord, SchedulerStore
+from services.scheduler.store import (
+    Claim,
+    DueTime,
+    JobSchedule,
+    JobState,
+    RunRecord,
+    SchedulerStore,
+)
 from shared.errors import NotFound
 
 __all__ = ["Clock", "JobView", "Scheduler", "SchedulerMetrics", "system_clock"]
@@ -107,6 +115,9 @@ class Scheduler:
         self._metrics = metrics
         self._cursors: dict[str, _Cursor] = {}
         self._runs: dict[str, asyncio.Task[None]] = {}
+        # run id -> target job id the target accepted but PostgreSQL failed to store: the
+        # heartbeat stores it again (and finish does), so a takeover never calls Sync twice.
+        self._unsaved_target_jobs: dict[str, str] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -118,13 +129,22 @@ class Scheduler:
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        """Registers the jobs (first-seen times) and loads every job's cursor from the database."""
+        """Registers the jobs (first-seen times, schedules) and loads every job's cursor from the
+        database."""
         if self._started:
             return
-        states = await self.store.ensure_jobs(list(self.jobs), self._clock())
+        now = self._clock()
+        states = await self.store.ensure_jobs(
+            [JobSchedule(job.name, job.enabled, job.cron, job.time_zone)
+             for job in self.jobs.values()], now)
         for name, job in self.jobs.items():
+            state = states[name]
+            if state.schedule_since == now and state.first_seen < now:
+                log.info("scheduler_schedule_restarted", job=name, cron=job.cron,
+                         time_zone=job.time_zone, enabled=job.enabled,
+                         note="enabled again or its schedule changed: due times from now on")
             if job.enabled:
-                self._set_cursor(job, states[name].cursor)
+                self._set_cursor(job, state.cursor)
         self._heartbeat = asyncio.create_task(self._renew_leases(), name="scheduler-heartbeat")
         self._started = True
 
@@ -209,8 +229,10 @@ class Scheduler:
     async def _handle_due(
         self, job: JobSpec, cursor: _Cursor, now: datetime
     ) -> asyncio.Task[None] | None:
-        dues = job.schedule.between(cursor.last, now, limit=MAX_DUE_TIMES_PER_TICK)
-        complete = len(dues) < MAX_DUE_TIMES_PER_TICK
+        # One more than a batch tells "exactly a batch, the latest being now" from "more to come".
+        dues = job.schedule.between(cursor.last, now, limit=MAX_DUE_TIMES_PER_TICK + 1)
+        complete = len(dues) <= MAX_DUE_TIMES_PER_TICK
+        dues = dues[:MAX_DUE_TIMES_PER_TICK]
         times: list[DueTime] = []
         for index, due in enumerate(dues):
             following = dues[index + 1] if index + 1 < len(dues) else job.schedule.next_after(due)
@@ -294,30 +316,43 @@ class Scheduler:
     def _launch(self, run: RunRecord) -> asyncio.Task[None]:
         task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
         self._runs[run.id] = task
-        task.add_done_callback(lambda _task, run_id=run.id: self._runs.pop(run_id, None))
+        task.add_done_callback(lambda _task, run_id=run.id: self._forget(run_id))
         return task
 
+    def _forget(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        self._unsaved_target_jobs.pop(run_id, None)
+
     async def _execute(self, run: RunRecord) -> None:
+        try:
+            await self._carry_out(run)
+        except Exception:  # a bug or an unforeseen failure: say so; the lease then expires and
+            # a replica takes the run over (it finds the target's job by the run's reason).
+            log.exception("scheduler_run_crashed", run_id=run.id, job=run.job)
+
+    async def _carry_out(self, run: RunRecord) -> None:
         now = self._clock()
         remaining = (run.deadline_at - now).total_seconds() if run.deadline_at else 0.0
         if remaining <= 0:
             status, report, error = "FAILED", None, (
                 "abandoned: the replica holding the run stopped and the run's deadline has "
                 "passed")
+            target_job_id = run.target_job_id
             if run.target_job_id:
                 error += f" (target job {run.target_job_id})"
         else:
-
-            async def accepted(target_job_id: str) -> None:
-                await self.store.set_target_job(run.id, target_job_id)
-
             outcome = await self._caller.run(
                 address=run.target_address, scope=run.scope, full=run.full, reason=run.reason,
-                seconds=remaining, target_job_id=run.target_job_id, on_accepted=accepted,
+                seconds=remaining, target_job_id=run.target_job_id,
+                on_accepted=functools.partial(self._save_target_job, run.id),
+                # A previous holder may have started the target's job without storing its id.
+                started_since=run.started_at if run.attempts > 1 else None,
             )
             status, report, error = outcome.status, outcome.report, outcome.error
+            target_job_id = outcome.target_job_id
         try:
-            recorded = await self.store.finish(run.id, status, self._clock(), report, error)
+            recorded = await self.store.finish(run.id, status, self._clock(), report, error,
+                                               target_job_id)
         except Exception as failure:  # the database is down: the lease expires, a replica
             # takes the run over and follows the same target job to its end.
             log.error("scheduler_finish_failed", run_id=run.id, error=str(failure))
@@ -329,7 +364,24 @@ class Scheduler:
         if self._metrics is not None:
             self._metrics.outcomes.labels(run.job, run.trigger, status).inc()
         log.info("scheduler_run_finished", run_id=run.id, job=run.job, trigger=run.trigger,
-                 status=status, error=error or None, target_job_id=run.target_job_id or None)
+                 status=status, error=error or None, target_job_id=target_job_id or None)
+
+    async def _save_target_job(self, run_id: str, target_job_id: str) -> None:
+        """Stores the target's job id of a run; when PostgreSQL fails, keeps it for the
+        heartbeat to store, and the run goes on following the target's job."""
+        try:
+            await self.store.set_target_job(run_id, target_job_id)
+        except Exception as error:
+            log.warning("scheduler_target_job_not_saved", run_id=run_id,
+                        target_job_id=target_job_id, error=str(error),
+                        note="kept in memory; saved again by the heartbeat and at the end")
+            self._unsaved_target_jobs[run_id] = target_job_id
+
+    async def _save_unsaved_target_jobs(self) -> None:
+        for run_id, target_job_id in list(self._unsaved_target_jobs.items()):
+            await self.store.set_target_job(run_id, target_job_id)
+            if self._unsaved_target_jobs.get(run_id) == target_job_id:
+                del self._unsaved_target_jobs[run_id]
 
     async def _renew_leases(self) -> None:
         while True:
@@ -347,6 +399,10 @@ class Scheduler:
                 if task is not None and not task.done():
                     log.warning("scheduler_lease_lost", run_id=run_id)
                     task.cancel()
+            try:
+                await self._save_unsaved_target_jobs()
+            except Exception as error:  # still failing: the next heartbeat tries again
+                log.warning("scheduler_target_job_not_saved", error=str(error))
 
     async def wait_for_runs(self, timeout: float = 30.0) -> None:
         """Waits for this replica's runs to end (tests, graceful stop)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,19 @@ def job_message(view: JobView) -> pb.Job:
 def _decode_token(token: str) -> tuple[datetime, str]:
     position = decode_page_token(token, required=("scheduled", "id"))
     try:
-        return datetime.fromisoformat(position["scheduled"]), str(position["id"])
+        return datetime.fromisoformat(position["scheduled"]), str(uuid.UUID(str(position["id"])))
     except (TypeError, ValueError):
         raise InvalidArgument("page_token", "not a token from a previous response") from None
+
+
+def _run_status(value: int) -> str:
+    """The status ListRuns filters on, as stored in runs ('' for any)."""
+    if not value:
+        return ""
+    # proto3 enums are open: a client may send a number this server does not know.
+    if value not in pb.RunStatus.values():
+        raise InvalidArgument("status", f"unknown run status {value}")
+    return pb.RunStatus.Name(value).removeprefix("RUN_STATUS_")
 
 
 def _job_name(name: str) -> str:
@@ -106,8 +117,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         size = page_size(request.page_size, default=50, maximum=200)
         if request.job:
             self._scheduler.job(request.job)
-        status = pb.RunStatus.Name(request.status).removeprefix("RUN_STATUS_") if (
-            request.status) else ""
+        status = _run_status(request.status)
         before = _decode_token(request.page_token) if request.page_token else None
         store = self._scheduler.store
         runs = await store.list(job=request.job, status=status, limit=size + 1, before=before)

@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import env, one_of, positive
+from shared.config import ConfigError, env, non_negative, one_of, positive, positive_int
 
 __all__ = ["DEFAULT_JOBS_FILE", "SchedulerSettings"]
 
@@ -26,7 +26,7 @@ class SchedulerSettings:
              "to start), off",
     )
     target_wait_seconds: float = env(
-        "SCHEDULER_TARGET_WAIT_SECONDS", default=15.0,
+        "SCHEDULER_TARGET_WAIT_SECONDS", default=15.0, parse=non_negative,
         help="how long the start check waits for targets that are still starting",
     )
     poll_seconds: float = env(
@@ -42,14 +42,23 @@ class SchedulerSettings:
         help="how often a replica renews the leases of its runs",
     )
     misfire_grace_seconds: float = env(
-        "SCHEDULER_MISFIRE_GRACE_SECONDS", default=60.0,
+        "SCHEDULER_MISFIRE_GRACE_SECONDS", default=60.0, parse=non_negative,
         help="a due time fired this late still counts as on time; the least catch-up window",
     )
     run_retention_days: int = env(
-        "SCHEDULER_RUN_RETENTION_DAYS", default=90,
+        "SCHEDULER_RUN_RETENTION_DAYS", default=90, parse=positive_int,
         help="the scheduler's `prune-runs` sync scope deletes finished runs older than this",
     )
     replica: str = env(
         "SCHEDULER_REPLICA", default=f"{socket.gethostname()}:{os.getpid()}",
         help="this replica's name in claimed runs",
     )
+
+    def __post_init__(self) -> None:
+        # A lease that lasts no longer than the time between its renewals expires while its
+        # replica is alive: another replica would take over (and follow) every run.
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ConfigError(
+                f"SCHEDULER_HEARTBEAT_SECONDS={self.heartbeat_seconds:g} must be less than "
+                f"SCHEDULER_LEASE_SECONDS={self.lease_seconds:g}"
+            )

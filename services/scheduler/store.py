@@ -18,12 +18,16 @@ import asyncpg
 
 from shared.errors import Conflict, NotFound
 
-__all__ = ["Claim", "DueTime", "JobState", "RunRecord", "SchedulerStore", "Tally"]
+__all__ = ["Claim", "DueTime", "JobSchedule", "JobState", "RunRecord", "SchedulerStore",
+           "Tally"]
 
 _RUN_COLUMNS = (
     "id, job, trigger, scheduled_time, fire_time, status, started_at, finished_at, deadline_at,"
     " claimed_by, lease_expires_at, attempts, target, target_address, scope, full_sync, reason,"
     " target_job_id, report, error"
+)
+_JOB_STATE_COLUMNS = (
+    "name, first_seen, last_due, paused, paused_at, enabled, cron, time_zone, schedule_since"
 )
 FIRED = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
 
@@ -35,11 +39,26 @@ class JobState:
     last_due: datetime | None
     paused: bool
     paused_at: datetime | None
+    # The schedule a replica last started the job with (None before it was recorded).
+    enabled: bool | None
+    cron: str | None
+    time_zone: str | None
+    schedule_since: datetime | None
 
     @property
     def cursor(self) -> datetime:
         """Due times after this one are still to be recorded."""
-        return self.last_due or self.first_seen
+        return max(self.last_due or self.first_seen, self.schedule_since or self.first_seen)
+
+
+@dataclass(frozen=True)
+class JobSchedule:
+    """What decides a job's due times, as ``ensure_jobs`` records it."""
+
+    name: str
+    enabled: bool
+    cron: str
+    time_zone: str
 
 
 @dataclass(frozen=True)
@@ -122,22 +141,33 @@ class SchedulerStore:
         self.replica = replica
 
     # -- jobs ---------------------------------------------------------------------------------
-    async def ensure_jobs(self, names: Sequence[str], now: datetime) -> dict[str, JobState]:
-        async with self._pool.acquire() as connection:
-            await connection.execute(
-                "INSERT INTO job_state (name, first_seen) SELECT unnest($1::text[]), $2"
-                " ON CONFLICT (name) DO NOTHING", list(names), now,
-            )
-            rows = await connection.fetch(
-                "SELECT name, first_seen, last_due, paused, paused_at FROM job_state"
-                " WHERE name = ANY($1::text[])", list(names),
-            )
+    async def ensure_jobs(
+        self, jobs: Sequence[JobSchedule], now: datetime
+    ) -> dict[str, JobState]:
+        """Registers the jobs (first seen now) and records their schedules. A job that was
+        disabled and is enabled now, or whose cron or time zone changed, has its schedule
+        start now: the due times of the time it was off (or on another schedule) are not its
+        missed runs."""
+        rows = await self._pool.fetch(
+            "INSERT INTO job_state AS state (name, first_seen, enabled, cron, time_zone)"
+            " SELECT job.name, $2, job.enabled, job.cron, job.time_zone"
+            " FROM unnest($1::text[], $3::boolean[], $4::text[], $5::text[])"
+            " AS job(name, enabled, cron, time_zone) ON CONFLICT (name) DO UPDATE SET"
+            " schedule_since = CASE WHEN (NOT state.enabled AND excluded.enabled)"
+            " OR (state.cron IS NOT NULL AND (state.cron, state.time_zone)"
+            " IS DISTINCT FROM (excluded.cron, excluded.time_zone))"
+            " THEN GREATEST(state.schedule_since, $2) ELSE state.schedule_since END,"
+            " enabled = excluded.enabled, cron = excluded.cron, time_zone = excluded.time_zone"
+            f" RETURNING {_JOB_STATE_COLUMNS}",
+            [job.name for job in jobs], now, [job.enabled for job in jobs],
+            [job.cron for job in jobs], [job.time_zone for job in jobs],
+        )
         return {row["name"]: JobState(**dict(row)) for row in rows}
 
     async def job_states(self, names: Sequence[str]) -> dict[str, JobState]:
         rows = await self._pool.fetch(
-            "SELECT name, first_seen, last_due, paused, paused_at FROM job_state"
-            " WHERE name = ANY($1::text[])", list(names),
+            f"SELECT {_JOB_STATE_COLUMNS} FROM job_state WHERE name = ANY($1::text[])",
+            list(names),
         )
         return {row["name"]: JobState(**dict(row)) for row in rows}
 
@@ -147,7 +177,7 @@ class SchedulerStore:
             " CASE WHEN $3::boolean THEN $2::timestamptz END) ON CONFLICT (name) DO UPDATE"
             " SET paused = $3, paused_at = CASE WHEN $3::boolean"
             " THEN coalesce(job_state.paused_at, $2::timestamptz) END"
-            " RETURNING name, first_seen, last_due, paused, paused_at", name, now, paused,
+            f" RETURNING {_JOB_STATE_COLUMNS}", name, now, paused,
         )
         return JobState(**dict(row))
 
@@ -236,15 +266,16 @@ class SchedulerStore:
                 if running is not None:
                     raise Conflict(f"job {claim.job!r} is already running as run {running} "
                                    "and its overlap policy is forbid")
+            run_id = uuid.uuid4()
             row = await connection.fetchrow(
                 "INSERT INTO runs (id, job, trigger, scheduled_time, fire_time, status,"
                 " started_at, deadline_at, claimed_by, lease_expires_at, attempts, target,"
                 " target_address, scope, full_sync, reason)"
                 " VALUES ($1, $2, 'manual', $3, $3, 'RUNNING', $3, $4, $5, $6, 1, $7, $8, $9,"
                 f" $10, $11) RETURNING {_RUN_COLUMNS}",
-                uuid.uuid4(), claim.job, now, now + claim.timeout, self.replica, now + lease,
+                run_id, claim.job, now, now + claim.timeout, self.replica, now + lease,
                 claim.target, claim.target_address, claim.scope, claim.full,
-                f"scheduler: {claim.job} (manual trigger)",
+                _manual_reason(claim.job, str(run_id)),
             )
         return RunRecord.from_row(row)
 
@@ -293,14 +324,16 @@ class SchedulerStore:
 
     async def finish(
         self, run_id: str, status: str, finished_at: datetime, report: dict[str, Any] | None,
-        error: str,
+        error: str, target_job_id: str = "",
     ) -> bool:
-        """Records the end of a run this replica holds; False when another took it over."""
+        """Records the end of a run this replica holds (with the target's job id, in case
+        storing it when the target accepted failed); False when another took it over."""
         done = await self._pool.fetchval(
             "UPDATE runs SET status = $3, finished_at = $4, report = $5, error = $6,"
-            " lease_expires_at = NULL WHERE id = $1 AND claimed_by = $2 AND status = 'RUNNING'"
-            " RETURNING id",
+            " lease_expires_at = NULL, target_job_id = coalesce(nullif($7, ''), target_job_id)"
+            " WHERE id = $1 AND claimed_by = $2 AND status = 'RUNNING' RETURNING id",
             uuid.UUID(run_id), self.replica, status, finished_at, report, error[:2000],
+            target_job_id,
         )
         return done is not None
 
@@ -360,5 +393,11 @@ class SchedulerStore:
         return len(rows)
 
 
+# The reason a run's Sync carries is unique to the run: a replica taking a run over finds by it
+# the target's job that a previous holder started without recording its id.
 def _reason(job: str, scheduled: datetime) -> str:
     return f"scheduler: {job} (due {scheduled.isoformat()})"
+
+
+def _manual_reason(job: str, run_id: str) -> str:
+    return f"scheduler: {job} (manual trigger, run {run_id})"

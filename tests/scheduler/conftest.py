@@ -76,14 +76,15 @@ def jobs_from(spec: dict[str, dict[str, Any]], environ: dict[str, str] | None = 
 
 @pytest.fixture
 async def make_engine(scheduler_pool: asyncpg.Pool) -> AsyncIterator[Callable[..., Scheduler]]:
-    """Builds scheduler replicas (stopped at the end of the test)."""
+    """Builds scheduler replicas (stopped at the end of the test); ``store`` replaces the
+    replica's store (a subclass of the real one)."""
     made: list[tuple[Scheduler, SyncCaller]] = []
 
     def build(jobs: list[Any], clock: ManualClock, replica: str = "replica-a",
-              **options: Any) -> Scheduler:
+              store: SchedulerStore | None = None, **options: Any) -> Scheduler:
         caller = SyncCaller(Secret(ADMIN_TOKEN), backoff_base=0.05, backoff_cap=0.2)
-        engine = Scheduler(jobs, SchedulerStore(scheduler_pool, replica), caller, clock=clock,
-                           **options)
+        engine = Scheduler(jobs, store or SchedulerStore(scheduler_pool, replica), caller,
+                           clock=clock, **options)
         made.append((engine, caller))
         return engine
 

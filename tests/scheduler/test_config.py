@@ -75,9 +75,15 @@ def test_yaml_files_load_too(tmp_path: Path) -> None:
         ({**GOOD, "timeout": 0}, "job 'bad': timeout: must be greater than 0"),
         ({**GOOD, "enabled": "maybe"}, "job 'bad': enabled: 'maybe' is not true or false"),
         ({"target": "pricing", "cron": "* * * * *"}, "job 'bad': scope is required"),
+        ({**GOOD, "cron": "0 0 30 2 *"}, "job 'bad': cron: '0 0 30 2 *' never fires"),
+        ({**GOOD, "timeout": float("inf")}, "job 'bad': timeout: inf is longer than 365d"),
+        ({**GOOD, "timeout": "99999999999d"},
+         "job 'bad': timeout: '99999999999d' is longer than 365d"),
+        ({**GOOD, "jitter": float("nan")}, "job 'bad': jitter: nan is not a duration"),
     ],
     ids=["unknown-field", "cron-range", "cron-words", "zone", "target", "overlap", "duration",
-         "zero-timeout", "bool", "missing-scope"],
+         "zero-timeout", "bool", "missing-scope", "never-fires", "infinite", "overflowing",
+         "not-a-number"],
 )
 def test_invalid_jobs_are_refused_naming_the_job(fields: dict[str, object], message: str
                                                  ) -> None:
@@ -116,3 +122,20 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
         load_jobs(other, {})
     with pytest.raises(ConfigError, match="unknown section"):
         parse_jobs({"job": {}}, {})
+
+
+def test_a_malformed_yaml_file_is_a_config_error_naming_each_job(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    # YAML reads the name 2024 as a number and .inf as an infinite float.
+    path.write_text("jobs:\n"
+                    "  2024: {target: pricing, scope: prices, cron: '0 0 1 1 *'}\n"
+                    "  forever: {target: pricing, scope: prices, cron: '* * * * *',"
+                    " timeout: .inf}\n"
+                    "  odd-fields: {target: pricing, scope: prices, cron: '* * * * *',"
+                    " 1: x, crn: y}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_jobs(path, {"SCHEDULER_JOB_FOREVER_JITTER": "1s"})
+    text = str(raised.value)
+    assert "job 2024: the name must be text (quote it in the file: '2024')" in text
+    assert "job 'forever': timeout: inf is longer than 365d" in text
+    assert "job 'odd-fields': unknown field(s) 1, 'crn'" in text

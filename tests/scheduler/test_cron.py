@@ -78,7 +78,9 @@ def test_utc_and_other_zones() -> None:
 @pytest.mark.parametrize(
     ("cron", "zone", "message"),
     [("61 * * * *", "UTC", "invalid cron"), ("* * *", "UTC", "expected 5 fields"),
-     ("0 23 * * *", "Europe/Atlantis", "unknown time zone"), ("0 23 * * *", "", "unknown")],
+     ("0 23 * * *", "Europe/Atlantis", "unknown time zone"), ("0 23 * * *", "", "unknown"),
+     # Valid fields, but no such date: refused here rather than when the engine asks.
+     ("0 0 30 2 *", "UTC", "never fires"), ("0 0 31 4 *", "Europe/Paris", "never fires")],
 )
 def test_invalid_schedules_say_why(cron: str, zone: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

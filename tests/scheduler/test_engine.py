@@ -12,9 +12,10 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from services.scheduler.engine import Scheduler, SchedulerMetrics
-from services.scheduler.store import Claim, DueTime, SchedulerStore
+from services.scheduler.store import Claim, DueTime, JobSchedule, SchedulerStore
 from shared.processes import free_port
 from tests.scheduler.conftest import ManualClock, jobs_from
+from tests.scheduler.target_jobs import due_reasons_of, sync_jobs_by_reason
 
 PARIS = "Europe/Paris"
 
@@ -67,6 +68,10 @@ async def test_two_replicas_fire_each_due_time_exactly_once(
     assert [row["scheduled_time"] for row in rows] == expected
     assert {row["status"] for row in rows} == {"SUCCEEDED"}
     assert len({row["target_job_id"] for row in rows}) == 24  # 24 distinct Sync calls
+    # ... and the target saw exactly those: one Sync per due time, none repeated.
+    for name, count in ((every5, 24), (jittered, 12)):
+        synced = await sync_jobs_by_reason(probe_address, due_reasons_of(name))
+        assert len(synced) == count and set(synced.values()) == {1}, name
     assert {row["claimed_by"] for row in rows} <= {"replica-0", "replica-1"}
     for name, count in ((every5, 24), (jittered, 12)):
         assert sum(_metric(r, "syncsuite_scheduler_expected_runs_total", name)
@@ -215,7 +220,8 @@ async def test_a_claim_whose_replica_died_before_calling_is_taken_over(
     due = datetime(2025, 1, 10, 9, 5, tzinfo=UTC)
     # A replica claims the 09:05 due time, then dies before calling the target.
     dead = SchedulerStore(scheduler_pool, "dead-replica")
-    await dead.ensure_jobs([name], due - timedelta(minutes=3))
+    await dead.ensure_jobs([JobSchedule(name, True, "*/5 * * * *", "UTC")],
+                           due - timedelta(minutes=3))
     claimed = await dead.claim(Claim(
         job=name, missed=(), missed_reason="", latest=DueTime(due, due), trigger="schedule",
         forbid_overlap=True, target="probe", target_address=probe_address, scope="quick",

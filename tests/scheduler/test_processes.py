@@ -160,7 +160,7 @@ def test_end_to_end_with_grpcurl(service_env: dict[str, str], probe_process: str
                             data={"scope": "quick", "page_size": 100}, token=ADMIN_TOKEN)
         assert on_target.ok, on_target.stderr
         [job] = [job for job in on_target.json()["jobs"] if job["job_id"] == run["target_job_id"]]
-        assert job["reason"] == f"scheduler: {name} (manual trigger)"
+        assert job["reason"] == f"scheduler: {name} (manual trigger, run {run['run_id']})"
         assert job["status"] == "SYNC_STATUS_COMPLETED"
 
         runs = grpcurl(address, f"{SCHEDULER}/ListRuns", data={"job": name}, token=ADMIN_TOKEN)
@@ -199,6 +199,7 @@ def test_end_to_end_against_the_real_pricing_service(
         on_target = grpcurl(pricing, "syncsuite.sync.v1.SyncService/GetSyncJob",
                             data={"job_id": run["target_job_id"]}, token=ADMIN_TOKEN)
         assert on_target.ok, on_target.stderr
-        assert on_target.json()["report"]["reason"] == "scheduler: stockx-prices (manual trigger)"
+        assert on_target.json()["report"]["reason"] == (
+            f"scheduler: stockx-prices (manual trigger, run {run['run_id']})")
     finally:
         suite.stop()

@@ -17,6 +17,7 @@ from services.scheduler import server as scheduler_server
 from services.scheduler.caller import SyncCaller
 from services.scheduler.config import parse_jobs
 from shared.config import Secret
+from shared.paging import encode_page_token
 from shared.processes import free_port
 from shared.server import running_service
 from tests.conftest import ADMIN_TOKEN
@@ -92,7 +93,7 @@ async def test_trigger_job_runs_now_and_returns_the_run(
     async with grpc.aio.insecure_channel(probe_address) as channel:
         job = await sync_pb2_grpc.SyncServiceStub(channel).GetSyncJob(
             sync_pb2.GetSyncJobRequest(job_id=run.target_job_id), metadata=ADMIN, timeout=5)
-    assert job.report.reason == f"scheduler: {names['quick']} (manual trigger)"
+    assert job.report.reason == f"scheduler: {names['quick']} (manual trigger, run {run.run_id})"
 
     jobs = {job.name: job for job in (await stub.ListJobs(
         pb.ListJobsRequest(), metadata=ADMIN, timeout=5)).jobs}
@@ -163,6 +164,29 @@ async def test_list_runs_pages_filters_and_tallies(
             await stub.TriggerJob(request, metadata=ADMIN, timeout=5)
         assert raised.value.code() in (grpc.StatusCode.INVALID_ARGUMENT,
                                        grpc.StatusCode.NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        # proto3 enums are open: a number the server does not know arrives as is.
+        (pb.ListRunsRequest(status=99), "status"),
+        (pb.ListRunsRequest(page_token=encode_page_token(
+            {"scheduled": "2025-01-10T12:00:00+00:00", "id": "not-a-uuid"})), "page_token"),
+        (pb.ListRunsRequest(page_token=encode_page_token(
+            {"scheduled": "2025-01-10T12:00:00+00:00", "id": 7})), "page_token"),
+    ],
+    ids=["unknown-status", "id-not-a-uuid", "id-a-number"],
+)
+async def test_list_runs_refuses_an_unknown_status_or_a_forged_page_token(
+    scheduler: tuple[pb_grpc.SchedulerServiceStub, dict[str, str], dict[str, str]],
+    request_: pb.ListRunsRequest, field: str,
+) -> None:
+    stub, _, _ = scheduler
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListRuns(request_, metadata=ADMIN, timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith(f"{field}: ")
 
 
 async def test_pause_survives_a_restart(
