@@ -106,6 +106,8 @@ class PipelinedRedis:
         """One command's reply (strings decoded as UTF-8)."""
         if self._transport is None:
             await self._connect()
+            if self._transport is None:  # lost again as its set-up was answered
+                raise ConnectionError("the Redis connection was lost as it was set up")
         return await self._send(command)
 
     async def aclose(self) -> None:
@@ -153,6 +155,9 @@ class PipelinedRedis:
                                       ) from None
 
     def _send(self, command: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        """Queues ``command`` on the open connection (a command queued with none would go out
+        first on the next one, before its set-up, and take another command's reply)."""
+        assert self._transport is not None, "a command is sent only on an open connection"
         loop = self._loop
         future = loop.create_future()
         self._outgoing.append(hiredis.pack_command(command))
@@ -219,8 +224,8 @@ class PipelinedRedis:
 
     def _lost(self, protocol: _Protocol | None, error: Exception) -> None:
         """Fails every command in flight on ``protocol``'s connection and forgets it."""
-        if protocol is not self._protocol or self._protocol is None:
-            return
+        if protocol is not self._protocol:
+            return  # an earlier connection's news: its commands failed when it was dropped
         self._transport = None
         self._protocol = None
         self._outgoing = []
@@ -231,5 +236,5 @@ class PipelinedRedis:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        if self._on_lost is not None:
+        if self._on_lost is not None and protocol is not None:
             self._on_lost(error)

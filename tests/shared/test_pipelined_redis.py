@@ -107,6 +107,36 @@ async def test_a_lost_connection_fails_what_is_in_flight_and_the_next_command_re
     assert await pipe.execute("CLIENT", "ID") != client_id
 
 
+class LostAsSetUp(PipelinedRedis):
+    """Its first connection is lost just as its set-up was answered (a CLIENT KILL, a restart,
+    an idle-timeout proxy), before the caller's command is sent."""
+
+    lost_once = False
+
+    async def _connect(self) -> None:
+        await super()._connect()
+        if not self.lost_once:
+            self.lost_once = True
+            self._drop(ConnectionError("closed by the server"))
+
+
+async def test_a_connection_lost_as_it_was_set_up_fails_that_command_and_shifts_no_reply(
+    redis_url: str,
+) -> None:
+    client = LostAsSetUp(redis_url, timeout=1.0, client_name="lost-as-set-up")
+    mine, theirs = key("mine"), key("theirs")
+    try:
+        await client.execute("SET", mine, "value")  # connects (set-up lost) and fails fast...
+    except ConnectionError as error:
+        assert "lost as it was set up" in str(error)
+    else:
+        raise AssertionError("a command without a connection was queued")
+    await client.execute("SET", theirs, "other")  # ...and no command is left queued behind it
+    assert await client.execute("GET", theirs) == "other"
+    assert await client.execute("GET", mine) is None
+    await client.aclose()
+
+
 async def test_unreachable_or_refusing_redis_raises_connection_error(redis_url: str) -> None:
     nobody = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(ConnectionError):
