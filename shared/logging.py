@@ -37,8 +37,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str | Non
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact_processor,
+        # the traceback becomes text first, so that it is scrubbed like every other field (an
+        # exception's message can quote a URL with its password, or a token)
         structlog.processors.format_exc_info,
+        _redact_processor,
         renderer,
     ]
     structlog.configure(

@@ -26,7 +26,7 @@ _NAMED_CREDENTIALS = re.compile(  # token=…, oauth_signature="…", "access_to
     r"(?i)([\w-]*(?:token|secret|signature|password|api[_-]?key)[\w-]*(?:\s*=\s*\"?|\"\s*:\s*\"))"
     r"[^\s,;\"'&]+"
 )
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+(@)")  # a user may be empty: redis://:pw@
 # Every pattern above needs one of these (lower-cased) in the text: checking for them first
 # keeps redaction cheap on the many log values that hold no credential at all.
 _TRIGGER = re.compile(r"bearer|basic|oauthtoken|token|secret|signature|password|key|://", re.I)

@@ -53,9 +53,10 @@ def test_every_problem_is_reported_at_once_without_secret_values() -> None:
 def test_redaction_masks_credentials_in_text_and_fields() -> None:
     text = redact_text(
         "GET https://api.example.com/x?api_key=abc123&page=2 Authorization: Bearer eyJhbGc.x.y "
-        "postgresql://user:s3cret@db:5432/app"
+        "postgresql://user:s3cret@db:5432/app redis://:hunter2@cache:6379/0"
     )
     assert "abc123" not in text and "eyJhbGc" not in text and "s3cret" not in text
+    assert "hunter2" not in text and "cache:6379/0" in text  # Redis URLs have no user
     assert "page=2" in text and "user" in text
     fields = redact({"consumer_secret": "xyz", "nested": {"Authorization": "Basic Zm9v"}, "n": 1})
     assert fields == {"consumer_secret": MASK, "nested": {"Authorization": MASK},
