@@ -108,9 +108,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         access: dict[str, int],
         metrics: Metrics,
         quiet_methods: frozenset[str] = frozenset(),
+        public_services: frozenset[str] = frozenset(),
     ) -> None:
+        """``access``: each method's access from its proto options (:func:`access_map`); a
+        method of ``public_services`` (health checks, reflection: no options of ours) needs no
+        token, and any other method missing from ``access`` needs the admin token, so a
+        servicer registered without its descriptor is closed, not open."""
         self._auth = authenticator
         self._access = access
+        self._public_services = public_services
         self._metrics = metrics
         self._quiet = quiet_methods
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -132,7 +138,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        access = self._access.get(method, access_pb2.ACCESS_PUBLIC)
+        access = self._access.get(method)
+        if access is None:
+            service = method[1:].rsplit("/", 1)[0]
+            access = (access_pb2.ACCESS_PUBLIC if service in self._public_services
+                      else access_pb2.ACCESS_ADMIN)
         if handler.unary_unary:
             inner_unary = handler.unary_unary
 

@@ -217,6 +217,7 @@ async def start_service(
     interceptor = ServerInterceptor(
         Authenticator(settings.admin_token, settings.jwt_secret, settings.jwt_audience),
         access, metrics, quiet_methods=frozenset({f"/{HEALTH_NAME}/Check"}),
+        public_services=frozenset({HEALTH_NAME, reflection.SERVICE_NAME}),
     )
     server = grpc.aio.server(
         interceptors=[interceptor],
