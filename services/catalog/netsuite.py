@@ -2,8 +2,11 @@
 
     NetSuiteAuth(credentials)        httpx auth: signs every attempt with a fresh nonce
     NetSuiteClient.fetch(spec, ...)  every row of customers/items via SuiteQL (or a RESTlet),
-                                     pages fetched concurrently, keyset windows past 100,000
+                                     read by id ranges, concurrently (services/catalog/keyset.py)
     NetSuiteClient.fetch_ids(spec)   the id-only sweep that detects deletions
+
+A fetch says whether its rows add up to the totals NetSuite reported (``Fetched.complete``):
+only then may records missing from it be taken as deleted.
 
 The same code talks to NetSuite and to our sandbox (services/catalog/sandbox.py): only the
 base URL and the credentials differ. Retries (429, 5xx, a RESTlet's HTTP 400
@@ -24,12 +27,13 @@ import httpx
 import structlog
 from oauthlib import oauth1
 
-from services.catalog.records import EntitySpec
+from services.catalog.keyset import IdRange, Page, read_range, reported_total
+from services.catalog.records import EntitySpec, netsuite_id
 from services.catalog.settings import NetSuiteCredentials, Upstream
 from shared.upstream import RetryPolicy, UpstreamClient, UpstreamError, create_http_client
 
 __all__ = [
-    "MAX_RESULTS",
+    "Fetched",
     "NetSuiteAuth",
     "NetSuiteClient",
     "is_request_limit",
@@ -38,7 +42,6 @@ __all__ = [
 
 log = structlog.get_logger("netsuite")
 SUITEQL_PATH = "/services/rest/query/v1/suiteql"
-MAX_RESULTS = 100_000  # NetSuite answers at most this many rows for one query, whatever paging
 
 
 def oauth_header(
@@ -93,6 +96,16 @@ class CallRecord:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """The rows of one fetch. ``complete``: they add up to the totals NetSuite reported as it
+    answered; otherwise records came or went meanwhile (or NetSuite answered inconsistently),
+    and a record missing from ``rows`` may still exist."""
+
+    rows: list[dict[str, Any]]
+    complete: bool
+
+
 class NetSuiteClient:
     def __init__(
         self, upstream: Upstream, *, zone: ZoneInfo, page_size: int = 1000, concurrency: int = 4,
@@ -127,37 +140,46 @@ class NetSuiteClient:
         self.last_call = CallRecord(True, time.time(), "")
         return result
 
-    async def suiteql_page(self, query: str, offset: int, limit: int) -> dict[str, Any]:
+    async def suiteql_page(self, query: str) -> Page:
+        """The first page of ``query`` (pages after it are asked for by id, never offset)."""
         body = await self._recorded(self.http.post_json(
-            SUITEQL_PATH, {"q": query}, params={"limit": limit, "offset": offset},
+            SUITEQL_PATH, {"q": query}, params={"limit": self.page_size},
             headers={"Prefer": "transient"},
         ))
         if not isinstance(body, dict) or not isinstance(body.get("items"), list):
             raise UpstreamError("netsuite", "SuiteQL answered without items")
         return body
 
-    async def suiteql(self, query: str) -> list[dict[str, Any]]:
-        """Every row of ``query`` (which must ORDER BY id and may contain ``{after}``, the
-        keyset bound that moves the window on past NetSuite's 100,000-row limit)."""
-        rows: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            first = await self.suiteql_page(query.format(after=after), 0, self.page_size)
-            window = list(first["items"])
-            total = int(first.get("totalResults", len(window)))
-            reachable = min(total, MAX_RESULTS)
-            if first.get("hasMore") and reachable > len(window):
-                offsets = range(self.page_size, reachable, self.page_size)
-                pages = await asyncio.gather(*(
-                    self.suiteql_page(query.format(after=after), offset, self.page_size)
-                    for offset in offsets
-                ))
-                for page in pages:
-                    window.extend(page["items"])
-            rows.extend(window)
-            if total <= MAX_RESULTS or not window or "{after}" not in query:
-                return rows
-            after = int(window[-1]["id"])
+    async def suiteql(self, columns: str, table: str, where: str = "") -> Fetched:
+        """Every row of ``SELECT columns FROM table WHERE where``, in id order, read by id
+        ranges (keyset paging, see keyset.py). The first page is read together with the
+        highest id, which bounds the ranges the rest is cut into: a record created after
+        that is left to the next sync."""
+        condition = f" AND {where}" if where else ""
+
+        async def read_page(ids: IdRange) -> Page:
+            return await self.suiteql_page(
+                f"SELECT {columns} FROM {table} WHERE {ids.condition()}{condition} ORDER BY id")
+
+        first, last = await asyncio.gather(
+            read_page(IdRange(0)), self._highest_id(table, where))
+        read = await read_range(read_page, IdRange(0, last), self.page_size, first)
+        if not read.complete:
+            log.warning("netsuite_fetch_incomplete", table=table, rows=len(read.rows),
+                        reported=reported_total(first))
+        return Fetched(read.rows, read.complete)
+
+    async def _highest_id(self, table: str, where: str) -> int | None:
+        """The highest id matching ``where``; None when there is none (or NetSuite's answer
+        is not one: the rest of the read is then one open range, read page after page)."""
+        page = await self.suiteql_page(
+            f"SELECT MAX(id) AS last_id FROM {table}" + (f" WHERE {where}" if where else ""))
+        items = page["items"]
+        value = items[0].get("last_id") if items and isinstance(items[0], dict) else None
+        try:
+            return None if value is None else int(value)
+        except (TypeError, ValueError):
+            return None
 
     async def restlet_page(self, record_type: str, page: int, since: str | None) -> dict[str, Any]:
         assert self.upstream.restlet_url is not None
@@ -169,43 +191,55 @@ class NetSuiteClient:
             raise UpstreamError("netsuite", "the RESTlet answered without records")
         return body
 
-    async def restlet(self, record_type: str, since: str | None) -> list[dict[str, Any]]:
+    async def restlet(self, record_type: str, since: str | None) -> Fetched:
+        """Every record through the RESTlet. It pages by number (its contract has no id
+        bound), so the pages can shift under changes: the fetch is complete only when every
+        page reported the same ``totalRecords`` and the rows add up to it."""
         first = await self.restlet_page(record_type, 0, since)
-        rows = list(first["records"])
-        pages = await asyncio.gather(*(
+        pages = [first, *await asyncio.gather(*(
             self.restlet_page(record_type, number, since)
             for number in range(1, int(first.get("pageCount", 1)))
-        ))
-        for page in pages:
-            rows.extend(page["records"])
-        return rows
+        ))]
+        rows = [row for page in pages for row in page["records"]]
+        totals = {page.get("totalRecords") for page in pages}
+        complete = len(totals) == 1 and totals == {len(rows)}
+        if not complete:
+            log.warning("netsuite_fetch_incomplete", table=record_type, rows=len(rows),
+                        reported=sorted(map(str, totals)))
+        return Fetched(rows, complete)
 
     # -- what the catalog asks for -------------------------------------------------------------
 
     def _since_text(self, since: datetime) -> str:
         return since.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S")
 
-    async def fetch(self, spec: EntitySpec, since: datetime | None = None) -> list[dict[str, Any]]:
+    async def fetch(self, spec: EntitySpec, since: datetime | None = None) -> Fetched:
         """Every row of ``spec``'s record type, or those modified at or after ``since``."""
         started = time.perf_counter()
         if self.upstream.restlet_url:
-            rows = await self.restlet(spec.record_type, self._since_text(since) if since else None)
+            fetched = await self.restlet(spec.record_type,
+                                         self._since_text(since) if since else None)
         else:
-            where = "id > {after}"
-            if since is not None:
-                where += (f" AND lastmodifieddate >= TO_TIMESTAMP('{self._since_text(since)}',"
-                          " 'YYYY-MM-DD HH24:MI:SS')")
-            rows = await self.suiteql(
-                f"SELECT {', '.join(spec.columns)} FROM {spec.record_type}"
-                f" WHERE {where} ORDER BY id"
-            )
-        log.info("netsuite_fetch", entity=spec.name, rows=len(rows), incremental=since is not None,
+            where = "" if since is None else (
+                f"lastmodifieddate >= TO_TIMESTAMP('{self._since_text(since)}',"
+                " 'YYYY-MM-DD HH24:MI:SS')")
+            fetched = await self.suiteql(", ".join(spec.columns), spec.record_type, where)
+        log.info("netsuite_fetch", entity=spec.name, rows=len(fetched.rows),
+                 complete=fetched.complete, incremental=since is not None,
                  duration_s=round(time.perf_counter() - started, 3))
-        return rows
+        return fetched
 
-    async def fetch_ids(self, spec: EntitySpec) -> list[int]:
-        """Every id of ``spec``'s record type (the cheap sweep that finds deletions)."""
-        rows = await self.suiteql(
-            f"SELECT id FROM {spec.record_type} WHERE id > {{after}} ORDER BY id"
-        )
-        return [int(row["id"]) for row in rows]
+    async def fetch_ids(self, spec: EntitySpec) -> list[int] | None:
+        """Every id of ``spec``'s record type (the cheap sweep that finds deletions); None
+        when the sweep is not complete (see :class:`Fetched`): nothing can be inferred
+        deleted from it. Ids PostgreSQL cannot hold are left out (no record has them)."""
+        fetched = await self.suiteql("id", spec.record_type)
+        if not fetched.complete:
+            return None
+        ids = []
+        for row in fetched.rows:
+            try:
+                ids.append(netsuite_id(row["id"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return ids

@@ -28,6 +28,7 @@ __all__ = [
     "ParsedRow",
     "Record",
     "content_hash",
+    "netsuite_id",
     "parse_row",
     "utc_moment",
 ]
@@ -48,6 +49,11 @@ ITEM_TYPES = frozenset({
     "OthCharge", "Payment", "Service", "Subtotal",
 })
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What PostgreSQL can hold: ids are bigint, prices numeric(14, 2), text UTF-8 without NUL.
+_MAX_ID = 2**63 - 1
+_PRICE_LIMIT = Decimal(10) ** 12
+_CENTS = Decimal("0.01")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone half of a UTF-16 pair: not UTF-8
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,15 @@ def utc_moment(value: Any, zone: ZoneInfo) -> str:
     return moment.replace(microsecond=0).isoformat() + "+00:00"
 
 
+def netsuite_id(value: Any) -> int:
+    """NetSuite's internal id as an int; ValueError unless it is one PostgreSQL can hold
+    (1 to 2^63 - 1)."""
+    number = int(value)
+    if not 1 <= number <= _MAX_ID:
+        raise ValueError(f"id out of range: {number}")
+    return number
+
+
 _NOT_TEXT = frozenset({"netsuite_id", "is_person", "is_inactive", "date_created",
                        "last_modified"})
 _TEXT_COLUMNS: dict[str, list[tuple[str, str]]] = {}
@@ -123,20 +138,44 @@ class ParsedRow:
     error: str = ""
 
 
+def _storable(text: str) -> str:
+    """``text`` without what PostgreSQL refuses (NUL, lone surrogates), for storing a record
+    FAILED with what could be read."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+
+
+def _price(text: str) -> tuple[str, str]:
+    """(the price as stored, "") or ("", why it is not one PostgreSQL's numeric(14, 2) holds)."""
+    try:
+        price = Decimal(text).quantize(_CENTS)
+    except InvalidOperation:
+        return "", f"baseprice is not a number: {text[:30]!r}"
+    if not price.is_finite() or abs(price) >= _PRICE_LIMIT:
+        return "", f"baseprice is out of range: {text[:30]!r}"
+    return str(price), ""
+
+
 def parse_row(spec: EntitySpec, row: dict[str, Any], zone: ZoneInfo) -> ParsedRow:
-    """A SuiteQL/RESTlet row as a record, validated. ``row["id"]`` must be an integer."""
-    record: Record = {"netsuite_id": int(row["id"])}
+    """A SuiteQL/RESTlet row as a record, validated: anything PostgreSQL could not store is a
+    problem of this record (the record then holds a storable version of it). Raises
+    ValueError/KeyError/TypeError when ``row["id"]`` is not an id (see :func:`netsuite_id`)."""
+    record: Record = {"netsuite_id": netsuite_id(row["id"])}
     problems: list[str] = []
     for field, column in _text_columns(spec):
         value = row.get(column)
-        record[field] = "" if value is None else str(value).strip()
+        text = "" if value is None else str(value).strip()
+        # isascii() is O(1): only non-ASCII text is searched for a surrogate
+        if "\x00" in text or (not text.isascii() and _SURROGATE.search(text)):
+            problems.append(f"{column} holds a NUL or a lone surrogate: {text[:40]!r}")
+            text = _storable(text)
+        record[field] = text
     record["is_inactive"] = _flag(row, "isinactive")
     for field, column in (("date_created", "datecreated"), ("last_modified", "lastmodifieddate")):
         if field not in spec.fields:
             continue
         try:
             record[field] = utc_moment(row.get(column), zone)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: beyond year 9999 once in UTC
             record[field] = ""
             problems.append(f"{column} is not a date: {str(row.get(column))[:40]!r}")
     if spec.name == "customers":
@@ -155,10 +194,9 @@ def parse_row(spec: EntitySpec, row: dict[str, Any], zone: ZoneInfo) -> ParsedRo
         if record["item_type"] not in ITEM_TYPES:
             problems.append(f"itemtype is unknown: {record['item_type'][:30]!r}")
         if record["base_price"]:
-            try:
-                record["base_price"] = str(Decimal(record["base_price"]).quantize(Decimal("0.01")))
-            except InvalidOperation:
-                problems.append(f"baseprice is not a number: {record['base_price'][:30]!r}")
+            record["base_price"], problem = _price(record["base_price"])
+            if problem:
+                problems.append(problem)
     return ParsedRow(record, "; ".join(problems))
 
 

@@ -11,16 +11,18 @@ wrong key or signature, a timestamp more than ``max_clock_skew`` from our clock 
 nonce answer 401 INVALID_LOGIN with NetSuite's error body. One account-wide concurrency pool:
 over it, REST answers 429 and the RESTlet HTTP 400 SSS_REQUEST_LIMIT_EXCEEDED, as NetSuite.
 
-SuiteQL understood: ``SELECT <columns|*> FROM customer|item [WHERE <cond> [AND <cond>]]
-ORDER BY id`` with conditions ``id > <n>`` and ``lastmodifieddate >= TO_TIMESTAMP('<Y-m-d
-H:M:S>', 'YYYY-MM-DD HH24:MI:SS')``. Moments are sent in the account's time zone without an
-offset, booleans as "T"/"F", as NetSuite does.
+SuiteQL understood: ``SELECT <columns|*> FROM customer|item [WHERE <cond> [AND <cond>]...]
+ORDER BY id`` and ``SELECT MAX(id) AS <name> FROM customer|item [WHERE ...]``, with conditions
+``id > <n>``, ``id <= <n>`` and ``lastmodifieddate >= TO_TIMESTAMP('<Y-m-d H:M:S>',
+'YYYY-MM-DD HH24:MI:SS')``. Moments are sent in the account's time zone without an offset,
+booleans as "T"/"F", as NetSuite does.
 
 Data is deterministic (seed, counts); mutation rounds change a share of records (new values,
 lastmodifieddate = now), delete some and add some, to exercise delta syncs. Control endpoints
 (never authenticated, never limited): ``/_sandbox/faults`` and ``/_sandbox/stats`` (shared
 fault injector), ``POST /_control/mutate`` ``{"entity", "share", "delete_share", "add",
-"invalid": [ids]}``.
+"invalid": [ids], "put": {id: {column: value}}, "remove": [ids]}`` (``put`` sets any value,
+also ones NetSuite would never send, to exercise validation; a new id is a new record).
 
 Run: ``python -m services.catalog.sandbox --host 127.0.0.1 --port 8091`` (settings: see
 ``SandboxConfig.from_env``).
@@ -29,6 +31,7 @@ Run: ``python -m services.catalog.sandbox --host 127.0.0.1 --port 8091`` (settin
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hmac
 import json
 import math
@@ -72,7 +75,7 @@ from shared.sandbox import (
     stable_hash,
 )
 
-__all__ = ["NetSuiteSandbox", "SandboxConfig", "create_app", "netsuite_error"]
+__all__ = ["NetSuiteSandbox", "SandboxConfig", "SuiteQLAnswer", "create_app", "netsuite_error"]
 
 Row = dict[str, Any]
 CUSTOMER_COLUMNS = (
@@ -89,10 +92,12 @@ _EPOCH_START = datetime(2015, 1, 1, tzinfo=UTC)
 _EPOCH_END = datetime(2025, 1, 1, tzinfo=UTC)
 _SELECT = re.compile(
     r"^\s*SELECT\s+(?P<columns>.+?)\s+FROM\s+(?P<table>\w+)"
-    r"(?:\s+WHERE\s+(?P<where>.+?))?\s+ORDER\s+BY\s+id\s*(?:ASC)?\s*$",
+    r"(?:\s+WHERE\s+(?P<where>.+?))?(?P<order>\s+ORDER\s+BY\s+id\s*(?:ASC)?)?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
+_MAX_ID = re.compile(r"^MAX\(\s*id\s*\)\s+AS\s+(\w+)$", re.IGNORECASE)
 _ID_AFTER = re.compile(r"^id\s*>\s*(\d+)$", re.IGNORECASE)
+_ID_UP_TO = re.compile(r"^id\s*<=\s*(\d+)$", re.IGNORECASE)
 _MODIFIED_SINCE = re.compile(
     r"^lastmodifieddate\s*>=\s*TO_TIMESTAMP\(\s*'([^']+)'\s*,\s*'YYYY-MM-DD HH24:MI:SS'\s*\)$",
     re.IGNORECASE,
@@ -117,6 +122,14 @@ def netsuite_error(status: int, detail: str, code: str = "") -> Response:
     )
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped (``\\uXXXX``), which NetSuite may send: any
+    text can be served, even a lone surrogate (that has no UTF-8 form)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
 def _restlet_error(status: int, code: str, message: str) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -127,6 +140,14 @@ class _SigningSecrets:
 
     client_secret: str
     resource_owner_secret: str
+
+
+@dataclass(frozen=True)
+class SuiteQLAnswer:
+    table: str
+    columns: list[str]
+    rows: list[Row]  # in id order
+    starts_fetch: bool  # the query reads a table from its first id on (counted in the stats)
 
 
 def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -184,7 +205,8 @@ class NetSuiteSandbox:
         self._next_id = {"customer": config.customers + 1, "item": config.items + 1}
         self._round = 0
         self._ordered: dict[str, list[tuple[int, Row]]] = {}
-        self._results: dict[tuple[str, int, str], list[Row]] = {}
+        self._ids: dict[str, list[int]] = {}
+        self._results: dict[tuple[str, int, int | None, str], list[Row]] = {}
         self._seen_nonces: dict[tuple[str, str], float] = {}
         self.fetches: dict[str, int] = {"customer": 0, "item": 0}
         self.id_sweeps: dict[str, int] = {"customer": 0, "item": 0}
@@ -243,6 +265,23 @@ class NetSuiteSandbox:
         else:
             row["itemtype"] = "Bogus"
         row["lastmodifieddate"] = self._now()
+        self.touched()
+
+    def put(self, table_name: str, record_id: int, values: Mapping[str, Any]) -> None:
+        """Sets columns of a record, as given (a new id is a new record); its
+        lastmodifieddate is now unless ``values`` has one."""
+        unknown = set(values) - set(TABLES[table_name])
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        table = self.tables[table_name]
+        if record_id not in table:
+            table[record_id] = (self._customer(record_id) if table_name == "customer"
+                                else self._item(record_id))
+        table[record_id].update({"lastmodifieddate": self._now(), **values})
+        self.touched()
+
+    def remove(self, table_name: str, record_id: int) -> None:
+        self.tables[table_name].pop(record_id, None)
         self.touched()
 
     def mutate(self, table_name: str, share: float, delete_share: float = 0.0,
@@ -336,8 +375,8 @@ class NetSuiteSandbox:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def run_suiteql(self, query: str) -> tuple[str, list[str], list[Row]]:
-        """(table, columns, rows in id order) for a query of the supported subset."""
+    def run_suiteql(self, query: str) -> SuiteQLAnswer:
+        """The answer to a query of the supported subset."""
         match = _SELECT.match(query)
         if match is None:
             raise ValueError("Invalid search query. Detailed unprocessed description follows."
@@ -345,41 +384,66 @@ class NetSuiteSandbox:
         table = match["table"].lower()
         if table not in TABLES:
             raise ValueError(f"Record '{match['table']}' was not found.")
+        after, up_to, since = self._conditions(match["where"] or "")
+        rows = self._select(table, after, up_to, since)
+        if highest := _MAX_ID.match(match["columns"].strip()):
+            name = highest[1].lower()
+            return SuiteQLAnswer(table, [name], [{name: rows[-1]["id"] if rows else None}],
+                                 starts_fetch=False)
+        if not match["order"]:
+            raise ValueError("Invalid search query: rows must be ORDER BY id.")
         requested = [c.strip().lower() for c in match["columns"].split(",")]
         columns = list(TABLES[table]) if requested == ["*"] else requested
         unknown = [c for c in columns if c not in TABLES[table]]
         if unknown:
             raise ValueError(f"Field '{unknown[0]}' for record '{table}' was not found.")
-        after, since = 0, ""
-        for condition in re.split(r"\s+AND\s+", match["where"] or "", flags=re.IGNORECASE):
+        return SuiteQLAnswer(table, columns, rows, starts_fetch=after == 0 and up_to is None)
+
+    @staticmethod
+    def _conditions(where: str) -> tuple[int, int | None, str]:
+        """(id above, id at most, modified since) of a WHERE clause."""
+        after, up_to, since = 0, None, ""
+        for condition in re.split(r"\s+AND\s+", where, flags=re.IGNORECASE):
             condition = condition.strip()
             if not condition:
                 continue
             if found := _ID_AFTER.match(condition):
                 after = int(found[1])
+            elif found := _ID_UP_TO.match(condition):
+                up_to = int(found[1])
             elif found := _MODIFIED_SINCE.match(condition):
                 since = datetime.fromisoformat(found[1].strip()).strftime("%Y-%m-%d %H:%M:%S")
             else:
                 raise ValueError(f"Invalid search query: unsupported condition {condition!r}.")
-        key = (table, after, since)
+        return after, up_to, since
+
+    def _select(self, table: str, after: int, up_to: int | None, since: str) -> list[Row]:
+        """The rows with ids in (after, up_to], modified since ``since``: the id range is
+        found by bisection, so reading a table by id ranges costs what the rows read do."""
+        key = (table, after, up_to, since)
         rows = self._results.get(key)
         if rows is None:
-            rows = [row for record_id, row in self.ordered(table)
-                    if record_id > after and (not since or row["lastmodifieddate"] >= since)]
+            ordered, ids = self.ordered(table), self._ids[table]
+            low = bisect.bisect_right(ids, after)
+            high = len(ids) if up_to is None else bisect.bisect_right(ids, up_to)
+            rows = [row for _, row in ordered[low:high]
+                    if not since or row["lastmodifieddate"] >= since]
             if len(self._results) >= 64:
                 self._results.clear()
             self._results[key] = rows
-        return table, columns, rows
+        return rows
 
     def ordered(self, table: str) -> list[tuple[int, Row]]:
         """The table in id order (kept until the next mutation)."""
         if table not in self._ordered:
             self._ordered[table] = sorted(self.tables[table].items())
+            self._ids[table] = [record_id for record_id, _ in self._ordered[table]]
         return self._ordered[table]
 
     def touched(self) -> None:
         """Data changed: forget ordered tables and cached query results."""
         self._ordered.clear()
+        self._ids.clear()
         self._results.clear()
 
 
@@ -428,15 +492,16 @@ def create_app(sandbox: NetSuiteSandbox) -> tuple[ASGIApp, FaultInjector]:
             query = body.get("q") if isinstance(body, dict) else None
             if not isinstance(query, str):
                 raise ValueError("The request body must be {\"q\": \"<SuiteQL>\"}.")
-            table, columns, rows = sandbox.run_suiteql(query)
+            answer = sandbox.run_suiteql(query)
         except ValueError as error:
             return netsuite_error(400, str(error))
-        if offset == 0:
+        columns, rows = answer.columns, answer.rows
+        if offset == 0 and answer.starts_fetch:
             counter = sandbox.id_sweeps if columns == ["id"] else sandbox.fetches
-            counter[table] += 1
+            counter[answer.table] += 1
         page = [{"links": [], **{c: row[c] for c in columns}}
                 for row in rows[offset:offset + limit]]
-        return JSONResponse(_page_body(request, page, len(rows), limit, offset))
+        return _AsciiJSONResponse(_page_body(request, page, len(rows), limit, offset))
 
     async def record_list(request: Request) -> Response:
         if (denied := sandbox.check_auth(request)) is not None:
@@ -483,7 +548,7 @@ def create_app(sandbox: NetSuiteSandbox) -> tuple[ASGIApp, FaultInjector]:
                 if not since or row["lastmodifieddate"] >= since]
         if page_number == 0:
             sandbox.fetches[table] += 1
-        return JSONResponse({
+        return _AsciiJSONResponse({
             "records": rows[page_number * size:(page_number + 1) * size], "page": page_number,
             "pageCount": max(1, math.ceil(len(rows) / size)), "totalRecords": len(rows),
         })
@@ -527,6 +592,10 @@ def create_app(sandbox: NetSuiteSandbox) -> tuple[ASGIApp, FaultInjector]:
                                     float(body.get("delete_share", 0.0)), int(body.get("add", 0)))
             for record_id in body.get("invalid", []):
                 sandbox.make_invalid(sandbox.tables[table], int(record_id))
+            for record_id, values in body.get("put", {}).items():
+                sandbox.put(table, int(record_id), values)
+            for record_id in body.get("remove", []):
+                sandbox.remove(table, int(record_id))
         except (ValueError, KeyError, TypeError) as error:
             return JSONResponse({"error": f"bad mutation: {error}"}, status_code=400)
         return JSONResponse(result)

@@ -202,6 +202,12 @@ class SearchIndex:
         self.encoded: dict[int, bytes] = {}
         self.answers: LRU[Hashable, bytes] = LRU(_ANSWER_CACHE_SIZE)
 
+    def renumber(self, version: int) -> None:
+        """The same data under a new snapshot version: the kept answers go, as their page
+        tokens name the old one."""
+        self.version = version
+        self.answers = LRU(_ANSWER_CACHE_SIZE)
+
     @staticmethod
     def _collect(haystacks: list[str]) -> tuple[dict[str, list[int]], ...]:
         """Positions holding each token; each token-and-character pair (the character after

@@ -56,6 +56,8 @@ _TIERS = {SOURCE_REDIS: pb.TIER_REDIS, SOURCE_POSTGRES: pb.TIER_POSTGRES,
           SOURCE_NETSUITE: pb.TIER_NETSUITE}
 _ENTITY_NAMES = {pb.ENTITY_CUSTOMERS: "customers", pb.ENTITY_ITEMS: "items"}
 _CONTROL = re.compile(r"[\x00-\x1f]")
+# ASCII digits only: str.isdigit() and \d also take "²" and "١٢", which int() refuses or reads
+_NETSUITE_ID = re.compile(r"[0-9]{1,18}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -164,22 +166,26 @@ def _search_key(query: str, filters: dict[str, str]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-def _offset(token: str, key: str) -> int:
+def _offset(token: str, key: str) -> tuple[int, int | None]:
+    """(offset, index version) from a page token of this search; (0, None) without one."""
     if not token:
-        return 0
+        return 0, None
     position = decode_page_token(token, required=("o", "k"))
-    if position["k"] != key or not isinstance(position["o"], int) or position["o"] < 0:
+    offset, version = position["o"], position.get("v")
+    # type() is int, not isinstance(): a bool is an int, and true would be offset 1
+    if position["k"] != key or type(offset) is not int or offset < 0 or (
+            version is not None and type(version) is not int):
         raise InvalidArgument("page_token", "belongs to another search")
-    return int(position["o"])
+    return offset, version
 
 
 def _netsuite_id(raw: str) -> int:
     value = raw.strip()
     if not value:
         raise InvalidArgument("netsuite_id", "is required")
-    if not value.isdigit() or len(value) > 18:
-        raise InvalidArgument("netsuite_id", f"must be a NetSuite internal id (digits), got "
-                                             f"{value[:20]!r}")
+    if _NETSUITE_ID.fullmatch(value) is None:
+        raise InvalidArgument("netsuite_id", f"must be a NetSuite internal id (up to 18 digits"
+                                             f" 0-9), got {value[:20]!r}")
     return int(value)
 
 
@@ -210,11 +216,16 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
             raise InvalidArgument("query", f"is required unless {names} is set")
         size = _page_size(request.page_size)
         key = _search_key(query, filters)
-        offset = _offset(request.page_token, key)
+        offset, version = _offset(request.page_token, key)
         index = await self._state.tiers[kind.entity].get_index()
+        if version is not None and version != index.version:
+            # the pages after it are of another data set: following them would skip or repeat
+            raise InvalidArgument("page_token", "the data changed since this token was given"
+                                                " (a sync ran): search again from the first page")
         result = index.search(query, filters)
         following = offset + size
-        token = encode_page_token({"o": following, "k": key}) if following < result.total else ""
+        token = (encode_page_token({"o": following, "k": key, "v": index.version})
+                 if following < result.total else "")
         records = b"".join([index.encoding(position, kind.encode)
                             for position in result.page(offset, size)])
         return index, records + kind.response(next_page_token=token,
@@ -378,9 +389,13 @@ async def preload(state: CatalogState) -> None:
 
 
 async def watch_redis(state: CatalogState, runtime: Runtime) -> None:
-    """Follows Redis: newer snapshot versions, ClearCache generations, and its health."""
+    """Follows Redis: newer snapshot versions, ClearCache generations, and its health. A poll
+    that fails (say, on a key another program wrote) is logged; the next one runs as ever."""
     while True:
-        await _poll_redis(state, runtime)
+        try:
+            await _poll_redis(state, runtime)
+        except Exception as error:
+            log.exception("redis_poll_failed", error=type(error).__name__)
         if not await runtime.tasks.pause(state.settings.version_poll_seconds):
             return  # stopping (even if the cancellation got lost)
 

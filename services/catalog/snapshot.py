@@ -7,6 +7,9 @@ before its meta, and the old chunks expire a minute later, so a reader never see
 Everything has the snapshot TTL (a week by default). ``netsuite:customers:lease`` is the
 cross-replica single-flight lease of an upstream fetch; ``netsuite:cache:generation`` moves on
 each ClearCache so every replica drops its index.
+
+A meta or chunk that cannot be read (corrupt, or another program's format under the same key)
+is no snapshot: readers fall back to the next tier, and the next write replaces it.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
 
 from services.catalog.records import EntitySpec, Record
 from services.catalog.search import collector_paused
 
 __all__ = ["EncodedChunks", "SnapshotMeta", "SnapshotStore"]
+
+log = structlog.get_logger("catalog.snapshot")
 
 OLD_CHUNKS_GRACE_SECONDS = 60
 SIZE_SAMPLE_ROWS = 500
@@ -56,10 +63,17 @@ class SnapshotMeta:
 
     @classmethod
     def from_json(cls, raw: str) -> SnapshotMeta:
+        """The meta :meth:`as_json` wrote; ValueError (or KeyError, TypeError) for anything
+        else."""
         data = json.loads(raw)
-        return cls(int(data["version"]), int(data["chunks"]), int(data["total"]),
+        meta = cls(int(data["version"]), int(data["chunks"]), int(data["total"]),
                    tuple(data["fields"]), datetime.fromisoformat(data["fetched_at"]),
                    int(data.get("bytes", 0)))
+        # a data set is at least one chunk (an empty one is "[]"); fetch times are aware
+        if (meta.version < 1 or meta.chunks < 1 or meta.total < 0
+                or meta.fetched_at.tzinfo is None):
+            raise ValueError("not a snapshot meta")
+        return meta
 
 
 @dataclass(frozen=True)
@@ -110,8 +124,23 @@ class SnapshotStore:
         return f"netsuite:{spec.name}:lease"
 
     async def meta(self, spec: EntitySpec) -> SnapshotMeta | None:
-        raw = await self._redis.get(self.meta_key(spec))
-        return SnapshotMeta.from_json(raw) if raw else None
+        """The current snapshot's meta; None when there is none, or it cannot be read."""
+        key = self.meta_key(spec)
+        try:
+            raw = await self._redis.get(key)
+        except redis.exceptions.ResponseError as error:
+            if not str(error).startswith("WRONGTYPE"):
+                raise
+            # another program's hash or list under our key
+            log.warning("snapshot_meta_unreadable", key=key, error="WRONGTYPE")
+            return None
+        if not raw:
+            return None
+        try:
+            return SnapshotMeta.from_json(raw)
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("snapshot_meta_unreadable", key=key, error=type(error).__name__)
+            return None
 
     async def ttl(self, spec: EntitySpec) -> float | None:
         left = await self._redis.pttl(self.meta_key(spec))
@@ -179,9 +208,18 @@ class SnapshotStore:
         if any(body is None for body in bodies):
             return None
         fields = meta.fields
-        with collector_paused():
-            records = [dict(zip(fields, row, strict=True))
-                       for body in bodies for row in decode_rows(body)]
+        try:
+            with collector_paused():
+                records = [dict(zip(fields, row, strict=True))
+                           for body in bodies for row in decode_rows(body)]
+        except (TypeError, ValueError) as error:  # not JSON, or rows of another shape
+            log.warning("snapshot_unreadable", entity=spec.name, version=meta.version,
+                        error=type(error).__name__)
+            return None
+        if len(records) != meta.total:
+            log.warning("snapshot_unreadable", entity=spec.name, version=meta.version,
+                        error="row count differs from the meta's total")
+            return None
         return records, meta
 
     async def clear(self, spec: EntitySpec) -> int:

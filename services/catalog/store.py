@@ -135,9 +135,11 @@ class CatalogStore:
         delete_missing: bool = False, present_ids: Sequence[int] | None = None,
         now: datetime | None = None,
     ) -> DeltaResult:
-        """Writes ``incoming`` as a delta. Records vanished upstream are marked deleted: with
-        ``delete_missing`` those not in ``incoming``; with ``present_ids`` (an id sweep) those
-        not in it. ``dry_run`` counts and writes nothing."""
+        """Writes ``incoming`` (one record per id) as a delta. Records vanished upstream are
+        marked deleted: with ``delete_missing`` those not in ``incoming``; with
+        ``present_ids`` (an id sweep) those in neither (the sweep and the fetch run side by
+        side: a record created between them is in the fetch only). ``dry_run`` counts and
+        writes nothing."""
         started = time.perf_counter()
         now = now or datetime.now(UTC)
         table = quote_ident(spec.name)
@@ -194,7 +196,9 @@ class CatalogStore:
     ) -> tuple[str, list[Any]] | None:
         if present_ids is not None:
             return ("deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM unnest($1::bigint[])"
-                    f" AS p(id) WHERE p.id = {table}.netsuite_id)", [list(present_ids)])
+                    f" AS p(id) WHERE p.id = {table}.netsuite_id) AND NOT EXISTS (SELECT 1"
+                    f" FROM incoming i WHERE i.netsuite_id = {table}.netsuite_id)",
+                    [list(present_ids)])
         if delete_missing:
             return ("deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM incoming i"
                     f" WHERE i.netsuite_id = {table}.netsuite_id)", [])

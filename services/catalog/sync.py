@@ -5,6 +5,10 @@ changed since the cursor minus a look-back overlap (so a record modified near th
 stamped in another time zone, is never missed) plus an id-only sweep that finds deletions —
 then writes the delta to PostgreSQL in bulk, and (unless ``dry_run``) publishes the new data
 set to Redis and every replica's index. Invalid records are stored FAILED; the job goes on.
+
+Records are taken as deleted only from a fetch (or sweep) that adds up to the totals NetSuite
+reported (``Fetched.complete``), and never one that this very sync fetched (created after the
+sweep read past its id). A sync that cannot tell leaves deletions to the next one.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from services.catalog.kpis import KpiService
-from services.catalog.netsuite import NetSuiteClient
+from services.catalog.netsuite import Fetched, NetSuiteClient
 from services.catalog.records import ENTITIES, EntitySpec
 from services.catalog.store import CatalogStore, IncomingRecord
 from services.catalog.tiers import EntityTiers, PreparedPublish, PublishTicket, parse_rows
 from shared.sync import Operation, SyncJob
 
 __all__ = ["CatalogSync"]
+
+DELETIONS_SKIPPED = ("skipped: the rows read did not add up to the totals NetSuite reported"
+                     " (records changed during the fetch); the next sync marks them")
 
 
 class CatalogSync:
@@ -39,13 +46,15 @@ class CatalogSync:
         if ok and not job.dry_run:
             await self._refresh_kpis(job)
 
-    async def items(self, job: SyncJob) -> None:
-        await self._entity(job, ENTITIES["items"], 0.0, 1.0)
+    async def items(self, job: SyncJob) -> None:  # the KPI view counts items too
+        ok = await self._entity(job, ENTITIES["items"], 0.0, 0.9)
+        if ok and not job.dry_run:
+            await self._refresh_kpis(job)
 
     async def all(self, job: SyncJob) -> None:
         customers_ok = await self._entity(job, ENTITIES["customers"], 0.0, 0.6)
-        await self._entity(job, ENTITIES["items"], 0.6, 0.9)
-        if customers_ok and not job.dry_run:
+        items_ok = await self._entity(job, ENTITIES["items"], 0.6, 0.9)
+        if (customers_ok or items_ok) and not job.dry_run:
             await self._refresh_kpis(job)
 
     async def kpis(self, job: SyncJob) -> None:
@@ -68,26 +77,29 @@ class CatalogSync:
             ticket = await tiers.ticket()  # before the fetch: see PublishTicket
             cursor = await self._store.cursor(spec)
             since = None if job.full or cursor is None else cursor - self._lookback
+            full = since is None
+            op.details["mode"] = "full" if full else "incremental"
+            if since is not None:
+                op.details["since"] = since.isoformat()
             job.progress(start, f"fetching {spec.name} from NetSuite")
             fetch_started = time.perf_counter()
-            if since is None:
-                rows = await self._client.fetch(spec)
-                present = None
-            else:
-                rows, present = await asyncio.gather(
-                    self._client.fetch(spec, since), self._client.fetch_ids(spec))
+            fetched, present = await self._fetch(spec, since)
             fetch_seconds = time.perf_counter() - fetch_started
-            incoming, skipped = await asyncio.to_thread(parse_rows, spec, rows, self._client.zone)
+            incoming, skipped = await asyncio.to_thread(parse_rows, spec, fetched.rows,
+                                                        self._client.zone)
             op.counts.skipped = skipped
             op.details["fetch_s"] = f"{fetch_seconds:.3f}"
+            if (full and not fetched.complete) or (not full and present is None):
+                op.details["deletions"] = DELETIONS_SKIPPED
             job.progress(start + (end - start) / 2, f"writing {len(incoming)} {spec.name}")
-            # a full fetch is the whole valid data set: its index and snapshot are made while
-            # PostgreSQL writes, and published once the write has committed
-            preparing = None if job.dry_run or since is not None else asyncio.create_task(
+            # a complete full fetch is the whole valid data set: its index and snapshot are
+            # made while PostgreSQL writes, and published once the write has committed
+            whole = full and fetched.complete
+            preparing = None if job.dry_run or not whole else asyncio.create_task(
                 tiers.prepare([item.record for item in incoming if not item.error],
                               datetime.now(UTC), ticket))
             try:
-                await self._write_and_publish(job, op, spec, incoming, since, present, ticket,
+                await self._write_and_publish(job, op, spec, incoming, whole, present, ticket,
                                               preparing)
             finally:
                 if preparing is not None and not preparing.done():
@@ -96,27 +108,35 @@ class CatalogSync:
         job.progress(end, "")  # the job's message becomes its summary at the end
         return ok
 
+    async def _fetch(self, spec: EntitySpec, since: datetime | None
+                     ) -> tuple[Fetched, list[int] | None]:
+        """Everything (``since`` None), or what changed since ``since`` and the id sweep
+        (None when it is not complete: see NetSuiteClient.fetch_ids)."""
+        if since is None:
+            return await self._client.fetch(spec), None
+        changed, present = await asyncio.gather(
+            self._client.fetch(spec, since), self._client.fetch_ids(spec))
+        return changed, present
+
     async def _write_and_publish(
         self, job: SyncJob, op: Operation, spec: EntitySpec, incoming: list[IncomingRecord],
-        since: datetime | None, present: list[int] | None, ticket: PublishTicket,
+        whole: bool, present: list[int] | None, ticket: PublishTicket,
         preparing: asyncio.Task[PreparedPublish] | None,
     ) -> None:
         """The delta into PostgreSQL, then (unless a dry run) the cursor, and the data set to
-        Redis and this replica's index: the prepared one, or the changes merged in."""
+        Redis and this replica's index: the prepared one, or the changes merged in. What
+        vanished is marked deleted when ``incoming`` is the ``whole`` data set, or is not in
+        ``present`` (the id sweep)."""
         result = await self._store.apply(
-            spec, incoming, dry_run=job.dry_run, delete_missing=since is None,
-            present_ids=present,
+            spec, incoming, dry_run=job.dry_run, delete_missing=whole, present_ids=present,
         )
         op.records = len(incoming)
         op.counts.add(result.counts)
         op.details.update({
-            "mode": "full" if since is None else "incremental",
             "write_s": f"{result.seconds:.3f}",
             "database_round_trips": str(result.round_trips),
             "upstream_requests": str(self._client.http.stats.requests),
         })
-        if since is not None:
-            op.details["since"] = since.isoformat()
         if job.dry_run:
             return
         newest = max((item.record["last_modified"] for item in incoming
@@ -128,10 +148,12 @@ class CatalogSync:
         if preparing is not None:
             if not await tiers.publish_prepared(await preparing):
                 op.details["publish_from"] = "dropped: the cache was cleared"
-        else:  # changes only: merged into the current data set
-            assert present is not None
-            removed = set(tiers.index.by_id) - set(present) if tiers.index else set()
-            removed.update(item.record["netsuite_id"] for item in incoming if item.error)
-            op.details["publish_from"] = await tiers.apply_changes(
-                [item.record for item in incoming if not item.error], removed, ticket)
+        else:  # changes only (or a data set that did not add up): merged into the current one
+            valid = [item.record for item in incoming if not item.error]
+            removed = {item.record["netsuite_id"] for item in incoming if item.error}
+            if present is not None and tiers.index is not None:
+                vanished = set(tiers.index.by_id).difference(present)
+                # a record this sync fetched is live, even if created after the sweep
+                removed |= vanished.difference(record["netsuite_id"] for record in valid)
+            op.details["publish_from"] = await tiers.apply_changes(valid, removed, ticket)
         op.details["publish_s"] = f"{time.perf_counter() - publish_started:.3f}"

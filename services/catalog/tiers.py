@@ -60,8 +60,10 @@ class TierOptions:
 
 def parse_rows(spec: EntitySpec, rows: list[dict[str, Any]], zone: ZoneInfo
                ) -> tuple[list[IncomingRecord], int]:
-    """Rows as validated records; rows without a usable id are skipped (and counted)."""
-    incoming: list[IncomingRecord] = []
+    """Rows as validated records, one per id (the last row of an id wins: NetSuite's newer
+    answer, and the bulk write needs each id once); rows without a usable id are skipped
+    (and counted)."""
+    incoming: dict[int, IncomingRecord] = {}
     skipped = 0
     for row in rows:
         try:
@@ -69,8 +71,8 @@ def parse_rows(spec: EntitySpec, rows: list[dict[str, Any]], zone: ZoneInfo
         except (KeyError, TypeError, ValueError):
             skipped += 1
             continue
-        incoming.append(IncomingRecord(parsed.record, parsed.error))
-    return incoming, skipped
+        incoming[parsed.record["netsuite_id"]] = IncomingRecord(parsed.record, parsed.error)
+    return list(incoming.values()), skipped
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,14 @@ class EntityTiers:
         if found is None:
             return None
         records, meta = found
-        index = await self._build(records, meta.version, SOURCE_REDIS, meta.fetched_at)
+        try:
+            index = await self._build(records, meta.version, SOURCE_REDIS, meta.fetched_at)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            # rows of the right shape holding values of the wrong types (another writer of
+            # these keys): no snapshot, as when it cannot be read at all
+            log.warning("snapshot_unreadable", entity=self.spec.name, version=meta.version,
+                        error=type(error).__name__, exc_info=True)
+            return None
         self.install(index)
         return index
 
@@ -275,7 +284,7 @@ class EntityTiers:
         started = time.perf_counter()
         ticket = await self.ticket()
         try:
-            rows = await self.client.fetch(self.spec)
+            fetched = await self.client.fetch(self.spec)
         except UpstreamError as error:
             self.upstream_failed_at = time.monotonic()
             self.upstream_error = error.message
@@ -288,19 +297,21 @@ class EntityTiers:
         self.upstream_failed_at = None
         self.upstream_error = ""
         fetched_at = datetime.now(UTC)
-        incoming, _ = await asyncio.to_thread(parse_rows, self.spec, rows, self.client.zone)
+        incoming, _ = await asyncio.to_thread(parse_rows, self.spec, fetched.rows,
+                                              self.client.zone)
         records = [item.record for item in incoming if not item.error]
         prepared = await self.prepare(records, fetched_at, ticket, SOURCE_NETSUITE)
         await self.publish_prepared(prepared)  # dropped after a ClearCache: still answers
         index = prepared.index
-        self._spawn(self._persist(incoming), f"persist-{self.spec.name}")
+        self._spawn(self._persist(incoming, fetched.complete), f"persist-{self.spec.name}")
         log.info("upstream_fetched", entity=self.spec.name, records=len(records),
                  duration_s=round(time.perf_counter() - started, 3))
         return index
 
-    async def _persist(self, incoming: list[IncomingRecord]) -> None:
-        """Writes a fetched data set to PostgreSQL (the fallback tier) as a bulk delta."""
-        result = await self.store.apply(self.spec, incoming, delete_missing=True)
+    async def _persist(self, incoming: list[IncomingRecord], complete: bool) -> None:
+        """Writes a fetched data set to PostgreSQL (the fallback tier) as a bulk delta; what
+        it lacks is marked deleted only when the fetch was complete."""
+        result = await self.store.apply(self.spec, incoming, delete_missing=complete)
         counts = result.counts
         log.info("fetch_persisted", entity=self.spec.name, created=counts.created,
                  updated=counts.updated, deleted=counts.deleted, failed=counts.failed,
@@ -420,7 +431,7 @@ class EntityTiers:
             written = await self.snapshots.write(self.spec, index.records, index.fetched_at,
                                                  generation)
             if written is not None:
-                index.version = written.version
+                index.renumber(written.version)
                 log.info("snapshot_republished", entity=self.spec.name, version=written.version)
 
     async def close(self) -> None:

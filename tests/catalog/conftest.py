@@ -3,7 +3,7 @@ test, the catalog started in-process, and gRPC stubs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from starlette.types import ASGIApp, Receive, Scope, Send
 from syncsuite.catalog.v1 import catalog_service_pb2 as pb
 from syncsuite.catalog.v1 import catalog_service_pb2_grpc
 from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
@@ -26,11 +27,34 @@ ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 SMALL = SandboxConfig(customers=300, items=120)
 
 
+class FirstPageHook:
+    """The sandbox's app, running an armed action once, right after the first page of a
+    fetch (or of an id sweep) has been answered: NetSuite changing while a sync reads it."""
+
+    def __init__(self, sandbox: NetSuiteSandbox, app: ASGIApp) -> None:
+        self.sandbox = sandbox
+        self.app = app
+        self._armed: tuple[dict[str, int], Callable[[], object]] | None = None
+
+    def arm(self, action: Callable[[], object], *, sweep: bool = False) -> None:
+        self._armed = (self.sandbox.id_sweeps if sweep else self.sandbox.fetches, action)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        armed = self._armed
+        before = sum(armed[0].values()) if armed else 0
+        await self.app(scope, receive, send)
+        # the first page is made in one step with its count: once counted, it is answered
+        if armed is not None and self._armed is armed and sum(armed[0].values()) > before:
+            self._armed = None
+            armed[1]()
+
+
 class RunningSandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.sandbox = NetSuiteSandbox(config)
         self.app, self.faults = create_app(self.sandbox)
-        self.server = SandboxServer(self.app)
+        self.hook = FirstPageHook(self.sandbox, self.app)
+        self.server = SandboxServer(self.hook)
         self.url = ""
 
     def __enter__(self) -> RunningSandbox:

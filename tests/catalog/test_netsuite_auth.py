@@ -64,11 +64,12 @@ async def test_the_sandbox_accepts_our_signature_and_pages_like_netsuite() -> No
     app, _ = create_app(sandbox)
     client = _client(app, page_size=100)
     try:
-        rows = await client.fetch(ENTITIES["customers"])
+        fetched = await client.fetch(ENTITIES["customers"])
         ids = await client.fetch_ids(ENTITIES["customers"])
     finally:
         await client.aclose()
-    assert [int(r["id"]) for r in rows] == list(range(1, 251)) == ids
+    assert [int(r["id"]) for r in fetched.rows] == list(range(1, 251)) == ids
+    assert fetched.complete
     assert sandbox.auth_failures == 0
 
 
@@ -119,10 +120,10 @@ async def test_the_restlet_concurrency_limit_is_retried_until_every_page_arrives
     client = _client(app, restlet="http://sandbox/app/site/hosting/restlet.nl?script=7&deploy=1",
                      page_size=100, concurrency=6, max_attempts=10)
     try:
-        rows = await client.fetch(ENTITIES["customers"])
+        fetched = await client.fetch(ENTITIES["customers"])
     finally:
         await client.aclose()
-    assert len({r["id"] for r in rows}) == 1200
+    assert len({r["id"] for r in fetched.rows}) == 1200 and fetched.complete
     assert client.http.stats.retries > 0  # some pages met SSS_REQUEST_LIMIT_EXCEEDED
 
 
@@ -132,10 +133,10 @@ async def test_the_rest_concurrency_limit_answers_429_and_is_retried() -> None:
     app, _ = create_app(sandbox)
     client = _client(app, page_size=100, concurrency=6, max_attempts=10)
     try:
-        rows = await client.fetch(ENTITIES["customers"])
+        fetched = await client.fetch(ENTITIES["customers"])
     finally:
         await client.aclose()
-    assert len({r["id"] for r in rows}) == 1200
+    assert len({r["id"] for r in fetched.rows}) == 1200 and fetched.complete
     assert client.http.stats.throttled > 0
 
 
@@ -152,10 +153,10 @@ async def test_server_errors_are_retried_and_no_secret_is_logged() -> None:
     client = _client(app)
     try:
         with capture_logs() as logs:
-            rows = await client.fetch(ENTITIES["customers"])
+            fetched = await client.fetch(ENTITIES["customers"])
     finally:
         await client.aclose()
-    assert len(rows) == 30 and client.http.stats.retries == 2
+    assert len(fetched.rows) == 30 and client.http.stats.retries == 2
     assert any(entry["event"] == "upstream_retry" for entry in logs)
     logged = repr(logs)
     for secret in (SANDBOX_CREDENTIALS.consumer_secret, SANDBOX_CREDENTIALS.token_secret,

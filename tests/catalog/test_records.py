@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.catalog.records import ENTITIES, content_hash, parse_row, utc_moment
+from services.catalog.tiers import parse_rows
 
 ZONE = ZoneInfo("America/Los_Angeles")
 ROW = {"id": "17", "entityid": "CUST-17", "companyname": "Acme Inc.", "isperson": "F",
@@ -62,3 +63,48 @@ def test_the_content_hash_changes_with_any_field() -> None:
     record = parse_row(spec, ROW, ZONE).record
     assert content_hash(spec, record) == content_hash(spec, dict(record))
     assert content_hash(spec, record) != content_hash(spec, {**record, "city": "Boston"})
+
+
+ITEM = {"id": "3", "itemid": "MUG-1", "displayname": "Mug", "itemtype": "InvtPart",
+        "baseprice": "12.5", "isinactive": "F", "lastmodifieddate": "2024-01-01 00:00:00"}
+
+
+@pytest.mark.parametrize(("column", "sent", "problem"), [
+    ("baseprice", "1e12", "baseprice is out of range"),  # numeric(14, 2): below 10^12 only
+    ("baseprice", "-999999999999.995", "baseprice is out of range"),  # rounds to -10^12
+    ("baseprice", "NaN", "baseprice is out of range"),
+    ("baseprice", "Infinity", "baseprice is not a number"),
+    ("displayname", "Mug\x00s", "displayname holds a NUL"),
+    ("itemid", "M\ud800G", "itemid holds a NUL or a lone surrogate"),
+    ("lastmodifieddate", "9999-12-31 23:59:59", "lastmodifieddate is not a date"),  # overflows
+])
+def test_values_postgresql_cannot_hold_are_problems_of_their_record(
+    column: str, sent: str, problem: str
+) -> None:
+    parsed = parse_row(ENTITIES["items"], {**ITEM, column: sent}, ZONE)
+    assert problem in parsed.error
+    record = parsed.record  # what is stored FAILED: only values PostgreSQL takes
+    assert record["base_price"] in ("", "12.50")
+    assert "\x00" not in record["display_name"] and record["item_id"].encode()
+
+
+def test_the_largest_values_postgresql_holds_are_valid() -> None:
+    parsed = parse_row(ENTITIES["items"], {**ITEM, "id": str(2**63 - 1),
+                                           "baseprice": "999999999999.99",
+                                           "displayname": "Tasse \u00e0 caf\u00e9 \u2615"}, ZONE)
+    assert parsed.error == "" and parsed.record["base_price"] == "999999999999.99"
+
+
+@pytest.mark.parametrize("sent", ["0", "-3", str(2**63), "1.0", "", None])
+def test_a_row_without_an_id_postgresql_holds_is_no_record(sent: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        parse_row(ENTITIES["items"], {**ITEM, "id": sent}, ZONE)
+
+
+def test_rows_become_one_record_per_id_the_last_winning() -> None:
+    rows = [{**ITEM, "id": "1"}, {**ITEM, "id": "2"}, {**ITEM, "id": "1", "displayname": "New"},
+            {**ITEM, "id": str(2**63)}]
+    incoming, skipped = parse_rows(ENTITIES["items"], rows, ZONE)
+    assert [(i.record["netsuite_id"], i.record["display_name"]) for i in incoming] == [
+        (1, "New"), (2, "Mug")]
+    assert skipped == 1

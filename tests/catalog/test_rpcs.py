@@ -10,7 +10,9 @@ import grpc
 import pytest
 from syncsuite.catalog.v1 import catalog_service_pb2 as pb
 
+from shared.paging import decode_page_token, encode_page_token
 from tests.catalog.conftest import ADMIN, Catalog, RunningSandbox, catalog_env, start_catalog
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -86,6 +88,53 @@ async def test_get_customer_and_item_by_netsuite_id(catalog: Catalog) -> None:
         assert raised.value.code() == code
 
 
+async def test_a_netsuite_id_is_ascii_digits_only(catalog: Catalog) -> None:
+    """str.isdigit() takes "²" (which int() refuses: INTERNAL) and Arabic-Indic or
+    full-width digits (which int() reads: "١٢" was customer 12)."""
+    for raw in ("²", "١٢", "１２", "+12", "1_2", "1234567890123456789"):
+        for call, request in ((catalog.stub.GetCustomer, pb.GetCustomerRequest),
+                              (catalog.stub.GetItem, pb.GetItemRequest)):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call(request(netsuite_id=raw), timeout=5)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raw
+            assert (raised.value.details() or "").startswith("netsuite_id")
+
+
+def _token_with(token: str, **changes: object) -> str:
+    return encode_page_token({**decode_page_token(token), **changes})
+
+
+async def test_a_page_token_is_refused_once_the_data_set_changed(catalog: Catalog) -> None:
+    first = await catalog.search("a", page_size=50)
+    second = await catalog.search("a", page_size=50, page_token=first.next_page_token)
+    assert second.customers
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # true is no offset, though an int
+        await catalog.search("a", page_size=50,
+                             page_token=_token_with(first.next_page_token, o=True))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # a sync publishes a new data set: its pages are not the old one's
+    await catalog.sync("customers", full=True)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await catalog.search("a", page_size=50, page_token=first.next_page_token)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "search again from the first page" in (raised.value.details() or "")
+    again = await catalog.search("a", page_size=50)
+    assert (await catalog.search("a", page_size=50, page_token=again.next_page_token)
+            ).customers == second.customers
+
+
+async def test_an_items_sync_refreshes_the_kpi_view(
+    catalog: Catalog, sandbox: RunningSandbox
+) -> None:
+    before = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
+    sandbox.mutate(entity="items", share=0.0, add=2)
+    report = await catalog.sync("items")
+    assert [o.name for o in report.operations] == ["items", "kpis"]
+    after = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
+    assert after.kpis.total_items == before.kpis.total_items + 2 == 122
+
+
 async def test_data_source_status_names_the_sandbox(catalog: Catalog) -> None:
     status = await catalog.stub.GetDataSourceStatus(pb.GetDataSourceStatusRequest(), timeout=5)
     assert status.configured == "auto" and status.active == pb.DATA_SOURCE_SANDBOX
@@ -116,38 +165,48 @@ async def test_kpis_come_from_the_view_and_refresh_needs_admin(
     assert fresh.kpis.total_customers == 290
 
 
-async def test_kpi_refresh_runs_concurrently_with_reads(
-    catalog: Catalog, database_url: str
+async def _refresh_holds_the_view(connection: asyncpg.Connection) -> bool:
+    """A refresh has taken its lock on the KPI view (and waits for the table it reads)."""
+    held = await connection.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE granted AND relation ="
+        " 'catalog.customer_kpis_cache'::regclass"
+        " AND mode IN ('ExclusiveLock', 'AccessExclusiveLock')")
+    return bool(held)
+
+
+async def test_kpis_are_read_while_a_refresh_is_held(
+    service_env: dict[str, str], sandbox: RunningSandbox, clean: None, database_url: str
 ) -> None:
-    stop = asyncio.Event()
-    reads = 0
-
-    async def reader() -> None:
-        nonlocal reads
-        while not stop.is_set():
-            reply = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(), timeout=5)
-            assert reply.kpis.total_customers == 300
-            reads += 1
-
-    readers = [asyncio.create_task(reader()) for _ in range(4)]
-    try:
-        for _ in range(5):
-            await catalog.stub.RefreshCustomerKpis(pb.RefreshCustomerKpisRequest(),
-                                                   metadata=ADMIN, timeout=10)
-        report = await catalog.sync("kpis")
-        assert report.operations[0].name == "kpis" and report.operations[0].ok
-    finally:
-        stop.set()
-        await asyncio.gather(*readers)
-    assert reads > 5
-    connection = await asyncpg.connect(database_url)
-    try:
-        logged = await connection.fetchval(
-            "SELECT count(*) FROM catalog.system_logs WHERE source = 'customer_kpis'"
-            " AND level = 'INFO'")
-    finally:
-        await connection.close()
-    assert logged >= 7  # the syncs' refreshes, five RPCs and the kpis scope
+    """A refresh is held open (the table it reads is locked) while readers read: the view's
+    rows answer at once. A plain REFRESH would hold the view's own lock, and every read
+    would wait for it. No row is kept in memory (CATALOG_KPI_CACHE_SECONDS=0): each read
+    reads the view."""
+    env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false",
+                      CATALOG_KPI_CACHE_SECONDS="0")
+    async with start_catalog(env) as catalog:
+        await catalog.sync("all")
+        blocker = await asyncpg.connect(database_url)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE catalog.customers IN ACCESS EXCLUSIVE MODE")
+                refresh = asyncio.ensure_future(catalog.stub.RefreshCustomerKpis(
+                    pb.RefreshCustomerKpisRequest(), metadata=ADMIN, timeout=30))
+                await wait_for(lambda: _refresh_holds_the_view(blocker), timeout=10, every=0.02)
+                for _ in range(5):  # each well within the time the refresh is held
+                    reply = await catalog.stub.GetCustomerKpis(pb.GetCustomerKpisRequest(),
+                                                               timeout=1)
+                    assert reply.kpis.total_customers == 300
+                assert not refresh.done()
+            refreshed = await asyncio.wait_for(refresh, timeout=30)
+            assert refreshed.refresh_duration.ToTimedelta().total_seconds() > 0
+            report = await catalog.sync("kpis")
+            assert report.operations[0].name == "kpis" and report.operations[0].ok
+            logged = await blocker.fetchval(
+                "SELECT count(*) FROM catalog.system_logs WHERE source = 'customer_kpis'"
+                " AND level = 'INFO'")
+        finally:
+            await blocker.close()
+    assert logged >= 3  # the sync's refresh, the held RPC and the kpis scope
 
 
 async def test_a_repeated_search_is_the_same_answer_with_its_own_provenance(

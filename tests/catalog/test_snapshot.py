@@ -216,3 +216,51 @@ async def test_text_the_fast_encoder_refuses_still_round_trips(redis: aioredis.R
     await redis.set(store.meta_key(CUSTOMERS), replace(meta, chunks=1, total=2).as_json())
     found = await store.read(CUSTOMERS)
     assert found is not None and found[0] == customers(2)
+
+
+_META = '{"version": 1, "chunks": %d, "total": 5, "fields": [], "fetched_at": "%s"}'
+
+
+@pytest.mark.parametrize("meta", [
+    "not json", '{"version": 3}', "[1, 2]", '"text"',
+    _META % (0, "2024-01-01T00:00:00+00:00"), _META % (1, "2024-01-01T00:00:00"),
+], ids=["not-json", "foreign-object", "list", "string", "no-chunks", "naive-time"])
+async def test_an_unreadable_meta_is_no_snapshot_until_the_next_write_replaces_it(
+    redis: aioredis.Redis, meta: str
+) -> None:
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    await redis.set(store.meta_key(CUSTOMERS), meta)
+    assert await store.meta(CUSTOMERS) is None and await store.read(CUSTOMERS) is None
+    written = await store.write(CUSTOMERS, customers(3), datetime.now(UTC))
+    assert await store.read(CUSTOMERS) == (customers(3), written)
+
+
+async def test_another_programs_value_under_the_meta_key_is_no_snapshot(
+    redis: aioredis.Redis,
+) -> None:
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    await redis.hset(store.meta_key(CUSTOMERS), mapping={"version": "1"})  # WRONGTYPE for GET
+    assert await store.meta(CUSTOMERS) is None
+    assert await store.write(CUSTOMERS, customers(2), datetime.now(UTC)) is not None
+    assert await store.meta(CUSTOMERS) is not None
+
+
+@pytest.mark.parametrize("chunk", ["garbage", '{"a": 1}', "[[1, 2]]", "[]", "[7]"],
+                         ids=["not-json", "object", "short-rows", "missing-rows", "not-rows"])
+async def test_an_unreadable_chunk_is_no_snapshot(redis: aioredis.Redis, chunk: str) -> None:
+    store = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    meta = await store.write(CUSTOMERS, customers(3), datetime.now(UTC))
+    await redis.set(store.chunk_key(CUSTOMERS, meta.version, 0), chunk)
+    assert await store.read(CUSTOMERS) is None
+
+
+async def test_rows_of_the_wrong_types_are_no_snapshot_to_load(redis: aioredis.Redis) -> None:
+    """Rows of the right shape whose values the index cannot take (another writer of these
+    keys): the replica loads from the next tier instead of failing."""
+    snapshots = SnapshotStore(redis, chunk_bytes=20_000, ttl_seconds=600)
+    records = customers(3)
+    for record in records:
+        record["company_name"] = 42
+    await snapshots.write(CUSTOMERS, records, datetime.now(UTC))
+    tiers = tiers_on(snapshots)
+    assert await tiers.load_from_redis() is None and tiers.index is None

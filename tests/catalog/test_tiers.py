@@ -7,11 +7,16 @@ import asyncio
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from structlog.testing import capture_logs
 from syncsuite.catalog.v1 import catalog_service_pb2 as pb
+from syncsuite.sync.v1 import sync_pb2
 
+from services.catalog.records import CUSTOMERS
 from services.catalog.sandbox import SandboxConfig
 from services.catalog.server import REDIS_HEALTH
+from services.catalog.snapshot import GENERATION_KEY, SnapshotStore
 from shared.backends import EmbeddedRedis
 from shared.sandbox import FaultPlan
 from tests.catalog.conftest import ADMIN, Catalog, RunningSandbox, catalog_env, start_catalog
@@ -175,3 +180,54 @@ async def test_clear_cache_needs_the_admin_token_and_clears_every_replica(
             return not customers.cached and customers.index_count == 0
 
         await wait_for(dropped, timeout=10, every=0.05)
+
+
+async def test_an_unreadable_snapshot_is_no_snapshot_and_the_next_sync_replaces_it(
+    service_env: dict[str, str], sandbox: RunningSandbox, clean: None, redis_url: str
+) -> None:
+    env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false")
+    async with start_catalog(env) as catalog:
+        await catalog.sync("customers")
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        await redis.set(SnapshotStore.meta_key(CUSTOMERS), "not json")
+    finally:
+        await redis.aclose()
+    async with start_catalog(env) as catalog:
+        status = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
+        assert not status.entities[0].cached and status.redis_connected
+        reply = await catalog.search("cust-0001")
+        assert reply.total_size > 0 and reply.provenance.source == pb.TIER_POSTGRES
+        report = await catalog.sync("customers", full=True)
+        assert report.status == sync_pb2.SYNC_STATUS_COMPLETED, report.error
+        status = await catalog.stub.GetCacheStatus(pb.GetCacheStatusRequest(), timeout=5)
+        assert status.entities[0].cached and status.entities[0].count == 300
+
+
+async def test_following_redis_outlives_a_poll_that_fails(
+    service_env: dict[str, str], sandbox: RunningSandbox, clean: None, redis_url: str
+) -> None:
+    """A value no poll can read (here the clear generation) fails those polls, not the loop:
+    once it is gone, the replica follows a newer snapshot again."""
+    env = catalog_env(service_env, sandbox.url, CATALOG_PRELOAD="false")
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async with start_catalog(env) as first:
+            await first.sync("customers")
+            with capture_logs() as logs:
+                await redis.set(GENERATION_KEY, "not a number")
+                # a poll met it: logged by the loop (or by the task runner, had the loop died)
+                failures = {"redis_poll_failed", "background_task_failed"}
+                await wait_for(lambda: any(entry["event"] in failures for entry in logs),
+                               timeout=10, every=0.05)
+            await redis.delete(GENERATION_KEY)
+            async with start_catalog(env) as second:  # another replica publishes newer data
+                sandbox.mutate(entity="customers", share=0.0, add=1)  # customer 301
+                await second.sync("customers", full=True)
+
+            async def first_sees_it() -> bool:
+                return (await first.search("CUST-000301")).total_size == 1
+
+            await wait_for(first_sees_it, timeout=10, every=0.05)
+    finally:
+        await redis.aclose()
