@@ -27,7 +27,9 @@ def main() -> int:
     if not env.get("SYNCSUITE_DATA_KEY"):  # 32 random bytes, URL-safe base64
         env["SYNCSUITE_DATA_KEY"] = read_or_create_secret(RUN_DIR / "data-key")
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: the services run in sessions of their own, so a closed terminal would leave
+    # them running (on their ports) if it ended this process alone
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     with BackendStack(run_dir=RUN_DIR, environ=env) as backends:
         env.update(DATABASE_URL=backends.database_url, REDIS_URL=backends.redis_url)
