@@ -14,9 +14,26 @@ from functools import partial
 from pathlib import Path
 
 from services.suite import SUITE, SuiteMember
+from shared.config import seconds
 from shared.processes import ManagedProcess, ProcessExited, wait_for_health, wait_for_port
+from shared.server import longest_stop
+from shared.settings import DEFAULT_SHUTDOWN_GRACE
 
-__all__ = ["SuiteProcesses", "read_or_create_secret"]
+__all__ = ["SuiteProcesses", "child_stop_timeout", "read_or_create_secret"]
+
+EXIT_MARGIN_SECONDS = 5.0  # for the interpreter to exit after the stop (a loaded machine)
+
+
+def child_stop_timeout(env: Mapping[str, str]) -> float:
+    """How long a service is given after SIGTERM before it is killed: the longest its stop may
+    take with the SYNCSUITE_SHUTDOWN_GRACE it runs with, and a margin, so it is never killed
+    while it still records its interrupted sync jobs."""
+    raw = env.get("SYNCSUITE_SHUTDOWN_GRACE") or str(DEFAULT_SHUTDOWN_GRACE)
+    try:
+        grace = seconds(raw)
+    except ValueError:  # the services refused it at start: none of them is running
+        grace = DEFAULT_SHUTDOWN_GRACE
+    return longest_stop(grace) + EXIT_MARGIN_SECONDS
 
 
 def read_or_create_secret(path: Path) -> str:
@@ -99,8 +116,9 @@ class SuiteProcesses:
             ) from error
 
     def stop(self) -> None:
+        timeout = child_stop_timeout(self.env)
         for process in reversed(self.processes):
-            process.stop()
+            process.stop(timeout)
         self.processes.clear()
 
 

@@ -16,6 +16,7 @@ Secrets are wrapped in :class:`Secret`, whose ``repr``/``str`` never show the va
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -29,9 +30,12 @@ __all__ = [
     "load",
     "non_negative",
     "one_of",
+    "port",
     "positive",
     "positive_int",
+    "positive_seconds",
     "resolve_data_source",
+    "seconds",
 ]
 
 T = TypeVar("T")
@@ -166,6 +170,29 @@ def non_negative(raw: str) -> float:
 def positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def port(raw: str) -> int:
+    """A TCP port to bind; 0 lets the system pick a free one."""
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number, 0 to 65535")
+    return value
+
+
+def seconds(raw: str) -> float:
+    """A duration in seconds: finite (``nan`` and ``inf`` are not durations) and not negative."""
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a finite number of seconds, 0 or more")
+    return value
+
+
+def positive_seconds(raw: str) -> float:
+    value = seconds(raw)
+    if value == 0:
         raise ValueError("must be greater than 0")
     return value
 

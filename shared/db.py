@@ -49,7 +49,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         timeout=timeout,
-        command_timeout=60,
+        command_timeout=60,  # for requests; migrations pass their own, longer timeouts
         init=_init_connection,
         reset=_keep_session,
         server_settings={

@@ -42,17 +42,19 @@ from shared.interceptor import ServerInterceptor, access_map
 from shared.invalidation import InvalidationFeed
 from shared.logging import configure_logging
 from shared.metrics import Metrics
-from shared.migrations import apply_migrations, discover
+from shared.migrations import MigrationError, apply_migrations, discover
 from shared.readcache import VersionedReadCache
 from shared.redis_invalidation import RedisInvalidationFeed
-from shared.settings import RuntimeSettings
+from shared.settings import METRICS_OFF, RuntimeSettings
 from shared.sync import SyncJobStore, SyncRegistry, SyncServicer
 from shared.tasks import BackgroundTasks
 
 __all__ = [
+    "STOP_TAIL_SECONDS",
     "RunningService",
     "Runtime",
     "ServiceDefinition",
+    "longest_stop",
     "main",
     "run_event_loop",
     "running_service",
@@ -64,6 +66,8 @@ log = structlog.get_logger("server")
 T = TypeVar("T")
 SYNC_MIGRATIONS = Path(__file__).parent / "sync" / "migrations"
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+METRICS_PORT_OFFSET = 1000  # an unset SYNCSUITE_METRICS_PORT is the gRPC port + this
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class Runtime:
 
     service: str
     settings: RuntimeSettings
-    environ: Mapping[str, str]
+    environ: Mapping[str, str] = field(repr=False)  # the whole environment, secrets included
     db: asyncpg.Pool
     redis: aioredis.Redis
     metrics: Metrics
@@ -157,21 +161,80 @@ class RunningService:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drains in-flight RPCs for ``grace`` seconds, then runs the stop hooks, records the
+        interrupted sync jobs, ends the background tasks and closes Redis and the pool, all
+        within :func:`longest_stop` of ``grace``. A step that fails or runs out of time is
+        logged and the next one runs; the pool is terminated if a connection is still held."""
         runtime = self.runtime
-        log.info("stopping", service=runtime.service)
-        await runtime.health.enter_graceful_shutdown()
-        await runtime.server.stop(self.grace if grace is None else grace)
-        for hook in reversed(runtime._stop_hooks):
+        grace = self.grace if grace is None else grace
+        clock = _StopClock(longest_stop(grace))
+        log.info("stopping", service=runtime.service, grace_seconds=grace)
+        try:
+            await clock.step("health", runtime.health.enter_graceful_shutdown(), CLOSING_SECONDS)
+            await clock.step("grpc_server", runtime.server.stop(grace), CLOSING_SECONDS)
+            for hook in reversed(runtime._stop_hooks):
+                await clock.step(f"stop_hook {getattr(hook, '__qualname__', hook)}", hook(),
+                                 CLOSING_SECONDS)
+            # these two have timeouts of their own, set to end first: they say what they left
+            await clock.step("sync_jobs", runtime.sync.shutdown(clock.left(2 * CLOSING_SECONDS)),
+                             CLOSING_SECONDS)
+            await clock.step("background_tasks",
+                             runtime.tasks.stop(clock.left(2 * CLOSING_SECONDS)), CLOSING_SECONDS)
+            await clock.step("redis", runtime.redis.aclose())
+            await clock.step("database", runtime.db.close())
+        finally:
             try:
-                await hook()
-            except Exception as error:
-                log.error("stop_hook_failed", error=str(error))
-        await runtime.sync.shutdown()
-        await runtime.tasks.stop()
-        await runtime.redis.aclose()
-        await runtime.db.close()
-        runtime.metrics.stop()
+                # a no-op after a clean close; else it ends the connections tasks still hold
+                runtime.db.terminate()
+            finally:
+                runtime.metrics.stop()
         log.info("stopped", service=runtime.service)
+
+
+STOP_TAIL_SECONDS = 5.0  # after the grace: stop hooks, interrupted jobs recorded, closes
+CLOSING_SECONDS = 1.0  # of the tail, kept for closing Redis and the pool
+
+
+def longest_stop(grace: float) -> float:
+    """The most :meth:`RunningService.stop` takes with ``grace``: whoever stops a service
+    (`make run`, docker-compose) must wait at least this long before killing it."""
+    return grace + STOP_TAIL_SECONDS
+
+
+class _StopClock:
+    """One deadline for a whole stop, shared by its steps."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + seconds
+
+    def left(self, keep: float = 0.0) -> float:
+        """Seconds until the deadline, less ``keep`` held back for later steps."""
+        return max(self._deadline - self._loop.time() - keep, 0.0)
+
+    async def step(self, name: str, action: Awaitable[object], keep: float = 0.0) -> None:
+        """Runs ``action`` until the deadline (less ``keep``); if it fails or overruns, says so
+        and returns, so the steps after it (closing the pool above all) still run. An overrun
+        step is cancelled but not waited for: one that ignores its cancellation must not hold
+        the stop."""
+        task = asyncio.ensure_future(action)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.left(keep))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_ignore_outcome)
+            log.error("stop_step_timed_out", step=name)
+        elif not task.cancelled() and (error := task.exception()) is not None:
+            log.error("stop_step_failed", step=name, error=str(error))
+
+
+def _ignore_outcome(task: asyncio.Future[object]) -> None:
+    """Marks an abandoned step's exception as seen (its overrun was logged already)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _connect_database(url: str, schema: str, size: int, wait: float) -> asyncpg.Pool:
@@ -200,19 +263,52 @@ async def start_service(
         settings.database_url.reveal(), definition.name, settings.db_pool_size,
         database_wait_seconds,
     )
+    async with contextlib.AsyncExitStack() as opened:  # closed again if the start fails
+        opened.push_async_callback(pool.close)
+        await _migrate(definition, pool, settings)
+        redis = _redis_client(settings)
+        opened.push_async_callback(redis.aclose)
+        service = _assemble(definition, settings, environ, metrics, pool, redis)
+        opened.pop_all()  # from here on, service.stop() closes everything
     try:
-        migrations = discover("sync", SYNC_MIGRATIONS)
-        if definition.migrations is not None:
-            migrations += discover(definition.name, definition.migrations)
-        async with pool.acquire() as connection:
-            await apply_migrations(connection, definition.name, migrations)
+        await _start_serving(definition, service, port)
     except BaseException:
-        await pool.close()
+        await service.stop(grace=0)  # close what was opened: pool, Redis, tasks, metrics
         raise
-    redis = aioredis.Redis.from_url(
-        settings.redis_url.reveal(), decode_responses=True, socket_connect_timeout=2,
-        socket_timeout=5, health_check_interval=15,
-    )
+    return service
+
+
+async def _migrate(
+    definition: ServiceDefinition, pool: asyncpg.Pool, settings: RuntimeSettings
+) -> None:
+    migrations = discover("sync", SYNC_MIGRATIONS)
+    if definition.migrations is not None:
+        migrations += discover(definition.name, definition.migrations)
+    async with pool.acquire() as connection:
+        await apply_migrations(
+            connection, definition.name, migrations,
+            lock_timeout=settings.migration_lock_timeout_seconds,
+            statement_timeout=settings.migration_timeout_seconds,
+        )
+
+
+def _redis_client(settings: RuntimeSettings) -> aioredis.Redis:
+    """A client (it connects on first use). The settings checked the URL's scheme; what redis-py
+    still finds wrong in it (a database that is not a number, a bad port) is named here."""
+    try:
+        return aioredis.Redis.from_url(
+            settings.redis_url.reveal(), decode_responses=True, socket_connect_timeout=2,
+            socket_timeout=5, health_check_interval=15,
+        )
+    except ValueError as error:  # redis-py's messages name the part, never the password
+        raise ConfigError(f"REDIS_URL is invalid: {error}") from None
+
+
+def _assemble(
+    definition: ServiceDefinition, settings: RuntimeSettings, environ: Mapping[str, str],
+    metrics: Metrics, pool: asyncpg.Pool, redis: aioredis.Redis,
+) -> RunningService:
+    """The server with its runtime servicers, not yet serving."""
     access: dict[str, int] = {}
     interceptor = ServerInterceptor(
         Authenticator(settings.admin_token, settings.jwt_secret, settings.jwt_audience),
@@ -240,13 +336,7 @@ async def start_service(
         sync_pb2.DESCRIPTOR.services_by_name["SyncService"],
         sync_pb2_grpc.add_SyncServiceServicer_to_server, SyncServicer(runtime.sync),
     )
-    service = RunningService(runtime, 0, None, settings.shutdown_grace_seconds)
-    try:
-        await _start_serving(definition, service, port)
-    except BaseException:
-        await service.stop(grace=0)  # close what was opened: pool, Redis, tasks, metrics
-        raise
-    return service
+    return RunningService(runtime, 0, None, settings.shutdown_grace_seconds)
 
 
 async def _start_serving(
@@ -260,14 +350,17 @@ async def _start_serving(
     chosen = port if port is not None else (
         settings.grpc_port if settings.grpc_port is not None else definition.default_port
     )
+    if settings.metrics_port is None and chosen + METRICS_PORT_OFFSET > MAX_PORT:
+        raise ConfigError(f"SYNCSUITE_METRICS_PORT is unset, and the gRPC port {chosen} + "
+                          f"{METRICS_PORT_OFFSET} is not a port: set it (or {METRICS_OFF}, off)")
     service.port = runtime.server.add_insecure_port(f"{settings.host}:{chosen}")
     if service.port == 0:
         raise ConfigError(f"cannot bind {settings.host}:{chosen} for {definition.name}")
     await runtime.server.start()
     metrics_port = settings.metrics_port
     if metrics_port is None:
-        metrics_port = service.port + 1000 if chosen else 0
-    if metrics_port >= 0:
+        metrics_port = service.port + METRICS_PORT_OFFSET if chosen else 0
+    if metrics_port != METRICS_OFF:
         service.metrics_port = runtime.metrics.serve(settings.host, metrics_port)
     # What startup built lives as long as the process: moved out of the collector's sight, a
     # full collection walks only what came after (26 ms pauses under load were the tail of
@@ -293,12 +386,31 @@ async def running_service(
 
 async def _serve_until_signalled(definition: ServiceDefinition) -> None:
     service = await start_service(definition)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    stop_requested = asyncio.Event()
+
+    def stop_gracefully(signum: int) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        for again in STOP_SIGNALS:
+            loop.add_signal_handler(again, _exit_at_once, again)
+        stop_requested.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop_gracefully, signum)
+    await stop_requested.wait()
     await service.stop()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _exit_at_once(signum: int) -> None:
+    """A second SIGTERM/SIGINT while stopping: whoever sent it will not wait for the clean-up
+    (a second Ctrl-C, an orchestrator's patience ending). Running jobs are left RUNNING; their
+    heartbeats stop, so their locks expire and other replicas take over."""
+    log.warning("stop_forced", signal=signal.Signals(signum).name,
+                note="a second signal during the stop: exiting without finishing it")
+    os._exit(128 + signum)  # the shell's code for "ended by this signal"
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -326,3 +438,7 @@ def main(definition: ServiceDefinition) -> None:
         log.error("configuration_error", error=str(error))
         print(f"{definition.name}: configuration error: {error}", file=sys.stderr)
         sys.exit(2)
+    except MigrationError as error:
+        log.error("migration_error", error=str(error))
+        print(f"{definition.name}: cannot migrate the database: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from dataclasses import dataclass
 
 import pytest
@@ -13,11 +15,16 @@ from shared.config import (
     load,
     non_negative,
     one_of,
+    port,
     positive,
     positive_int,
+    positive_seconds,
     resolve_data_source,
+    seconds,
 )
 from shared.redaction import MASK, redact, redact_text
+from shared.settings import METRICS_OFF, RuntimeSettings
+from tests.conftest import ADMIN_TOKEN, JWT_SECRET
 
 
 @dataclass(frozen=True)
@@ -93,3 +100,78 @@ def test_asking_for_the_real_api_without_credentials_names_what_is_missing() -> 
     with pytest.raises(ConfigError, match="STOCKX_DATA_SOURCE=stockx needs STOCKX_API_KEY"):
         resolve_data_source("stockx", real="stockx", configured=False,
                             variable="STOCKX_DATA_SOURCE", required="STOCKX_API_KEY")
+
+
+RUNTIME_REQUIRED = {"DATABASE_URL": "postgresql://app@db:5432/app", "REDIS_URL": "redis://cache/0"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SYNCSUITE_DB_POOL_SIZE", "0"),
+        ("SYNCSUITE_DB_POOL_SIZE", "-3"),
+        ("SYNCSUITE_DB_POOL_SIZE", "ten"),
+        ("SYNCSUITE_SHUTDOWN_GRACE", "-5"),
+        ("SYNCSUITE_SHUTDOWN_GRACE", "nan"),
+        ("SYNCSUITE_SHUTDOWN_GRACE", "inf"),
+        ("SYNCSUITE_MIGRATION_LOCK_TIMEOUT", "0"),
+        ("SYNCSUITE_MIGRATION_TIMEOUT", "inf"),
+        ("SYNCSUITE_GRPC_PORT", "70000"),
+        ("SYNCSUITE_GRPC_PORT", "-1"),
+        ("SYNCSUITE_METRICS_PORT", "99999"),
+        ("SYNCSUITE_METRICS_PORT", "-7"),
+        ("SYNCSUITE_LOG_FORMAT", "xml"),
+        ("SYNCSUITE_LOG_LEVEL", "loud"),
+        ("DATABASE_URL", "not a url"),
+        ("DATABASE_URL", "mysql://app:s3cret-pw@db/app"),
+        ("REDIS_URL", "http://:s3cret-pw@cache:6379"),
+        ("SYNCSUITE_ADMIN_TOKEN", "s3cret-pw"),
+        ("SYNCSUITE_JWT_SECRET", "s3cret-pw-but-31-bytes-long-xyz"),
+        ("SYNCSUITE_DATA_KEY", "s3cret-pw"),
+        ("SYNCSUITE_DATA_KEY", "c2hvcnQta2V5LW9mLTI0LWJ5dGVzLi4u"),  # base64 of 24 bytes
+    ],
+)
+def test_a_bad_runtime_setting_is_refused_naming_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(RuntimeSettings, {**RUNTIME_REQUIRED, variable: value})
+    message = str(raised.value)
+    assert f"{variable}=" in message and "is invalid" in message
+    assert "s3cret-pw" not in message
+
+
+def test_the_values_the_suite_runs_with_are_accepted() -> None:
+    made_by_make_run = secrets.token_urlsafe(32)  # admin token, JWT secret and data key alike
+    settings = load(RuntimeSettings, {
+        **RUNTIME_REQUIRED,
+        "SYNCSUITE_ADMIN_TOKEN": ADMIN_TOKEN, "SYNCSUITE_JWT_SECRET": JWT_SECRET,
+        "SYNCSUITE_DATA_KEY": made_by_make_run,
+        "SYNCSUITE_GRPC_PORT": "0", "SYNCSUITE_METRICS_PORT": "-1",
+        "SYNCSUITE_SHUTDOWN_GRACE": "0", "SYNCSUITE_LOG_LEVEL": "WARNING",
+    })
+    assert (settings.grpc_port, settings.metrics_port) == (0, METRICS_OFF)
+    assert (settings.shutdown_grace_seconds, settings.log_level) == (0.0, "warning")
+    for admin_token, jwt_secret, data_key in [
+        (made_by_make_run, made_by_make_run, made_by_make_run),
+        # docker-compose's .env: openssl rand -hex 32, and -base64 32 for the data key
+        (secrets.token_hex(32), secrets.token_hex(32),
+         base64.b64encode(secrets.token_bytes(32)).decode()),
+    ]:
+        load(RuntimeSettings, {**RUNTIME_REQUIRED, "SYNCSUITE_ADMIN_TOKEN": admin_token,
+                               "SYNCSUITE_JWT_SECRET": jwt_secret, "SYNCSUITE_DATA_KEY": data_key})
+    for url in ("postgres://app@db/app", "postgresql:///app?host=/run/postgresql"):
+        load(RuntimeSettings, {**RUNTIME_REQUIRED, "DATABASE_URL": url})
+    for url in ("rediss://:pw@cache:6380/1", "unix:///run/redis.sock?db=2"):
+        load(RuntimeSettings, {**RUNTIME_REQUIRED, "REDIS_URL": url})
+
+
+def test_new_parsers_refuse_what_is_not_a_port_or_a_duration() -> None:
+    assert port("0") == 0 and port("65535") == 65535
+    for raw in ("65536", "-1"):
+        with pytest.raises(ValueError, match="0 to 65535"):
+            port(raw)
+    assert seconds("0") == 0.0 and positive_seconds("0.5") == 0.5
+    for raw in ("nan", "inf", "-inf", "-1"):
+        with pytest.raises(ValueError, match="finite number of seconds"):
+            seconds(raw)
+    with pytest.raises(ValueError, match="greater than 0"):
+        positive_seconds("0")

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from shared.migrations import MigrationError, apply_migrations, discover
+from shared.migrations import (
+    Migration,
+    MigrationError,
+    apply_migrations,
+    discover,
+    migration_lock_key,
+)
 
 FIRST = "CREATE TABLE widgets (id serial PRIMARY KEY, name text NOT NULL);\n"
 SECOND = "INSERT INTO widgets (name) VALUES ('only once');\n"
@@ -76,3 +83,47 @@ def test_badly_named_files_are_refused(tmp_path: Path) -> None:
     folder = _write(tmp_path / "m", {"widgets.sql": FIRST})
     with pytest.raises(MigrationError, match=r"NNNN_description\.sql"):
         discover("demo", folder)
+
+
+async def test_a_replica_that_waits_too_long_for_the_lock_is_told_another_is_migrating(
+    database_url: str,
+) -> None:
+    other_replica = await asyncpg.connect(database_url, timeout=10)
+    waiting = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await other_replica.execute("SELECT pg_advisory_lock($1)", migration_lock_key("locked"))
+        started = time.monotonic()
+        with pytest.raises(MigrationError, match="another replica has been migrating schema"):
+            await apply_migrations(waiting, "locked", [], lock_timeout=0.5)
+        assert time.monotonic() - started < 5
+        await other_replica.execute("SELECT pg_advisory_unlock($1)", migration_lock_key("locked"))
+        assert await apply_migrations(waiting, "locked", [], lock_timeout=5) == []
+    finally:
+        await asyncio.gather(other_replica.close(), waiting.close())
+
+
+async def test_a_migration_may_run_longer_than_the_connections_command_timeout(
+    database_url: str,
+) -> None:
+    # a pool's command_timeout (60 s for the services) is for requests, not for migrations
+    connection = await asyncpg.connect(database_url, timeout=10, command_timeout=0.5)
+    try:
+        await connection.execute("SET search_path TO slow_test")
+        slow = Migration("demo", 1, "slow", "SELECT pg_sleep(1)")
+        assert await apply_migrations(connection, "slow_test", [slow]) == [slow]
+    finally:
+        await connection.close()
+
+
+async def test_a_migration_over_its_timeout_is_rolled_back_and_named(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        await connection.execute("SET search_path TO overrun_test")
+        overrun = Migration("demo", 1, "overrun",
+                            "CREATE TABLE half_done (id int); SELECT pg_sleep(5)")
+        with pytest.raises(MigrationError, match=r"demo/0001_overrun did not finish within 0.5 s"):
+            await apply_migrations(connection, "overrun_test", [overrun], statement_timeout=0.5)
+        assert await connection.fetchval("SELECT to_regclass('overrun_test.half_done')") is None
+        assert await connection.fetchval("SELECT count(*) FROM schema_migrations") == 0
+    finally:
+        await connection.close()
