@@ -547,11 +547,18 @@ class BackendStack:
         return self._backends
 
     def stop(self) -> None:
-        """Stop what this stack started, newest first; backends it only found are left alone."""
+        """Stop what this stack started, newest first; backends it only found are left alone.
+        One that fails to stop does not keep the others running: its error is raised after."""
+        failure: BaseException | None = None
         while self._owned:
-            self._owned.pop().stop()
+            try:
+                self._owned.pop().stop()
+            except Exception as error:
+                failure = failure or error
         atexit.unregister(self.stop)
         self._backends = None
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Backends:
         return self.start()

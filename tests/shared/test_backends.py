@@ -147,6 +147,24 @@ def test_stack_can_be_forced_to_embedded_servers(tmp_path: Path) -> None:
     assert not any(answers(port) for port in ports)
 
 
+def test_a_server_that_fails_to_stop_does_not_keep_the_others_running(tmp_path: Path) -> None:
+    stack = BackendStack(tmp_path / "run", environ={"SYNCSUITE_BACKENDS": "embedded"})
+    backends = stack.start()
+    newest = stack._owned[-1]  # Redis, started after PostgreSQL
+    stop_for_real = newest.stop
+
+    def fail_to_stop() -> None:
+        raise BackendError("redis would not stop")
+
+    newest.stop = fail_to_stop  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BackendError, match="would not stop"):
+            stack.stop()
+        assert not answers(urlsplit(backends.database_url).port or 0)  # stopped all the same
+    finally:
+        stop_for_real()
+
+
 def test_unknown_forced_step_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="SYNCSUITE_BACKENDS"):
         BackendStack(tmp_path, environ={"SYNCSUITE_BACKENDS": "cloud"}).start()
