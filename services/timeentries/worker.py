@@ -88,7 +88,11 @@ async def run(environ: Mapping[str, str]) -> None:
     pool = await _connect(runtime_settings.database_url.reveal())
     async with pool.acquire() as connection:
         migrations = discover(SERVICE, Path(__file__).parent / "migrations")
-        await apply_migrations(connection, SERVICE, migrations)
+        await apply_migrations(
+            connection, SERVICE, migrations,
+            lock_timeout=runtime_settings.migration_lock_timeout_seconds,
+            statement_timeout=runtime_settings.migration_timeout_seconds,
+        )
     redis = aioredis.Redis.from_url(runtime_settings.redis_url.reveal(), decode_responses=True,
                                     socket_connect_timeout=2, socket_timeout=5)
     zoho = ZohoClient.from_settings(settings)
