@@ -6,7 +6,11 @@ Run as a process with ``python -m tests.shared.probe_service`` (graceful-shutdow
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
+from shared.processes import ManagedProcess, free_port
 from shared.server import Runtime, ServiceDefinition, main
 from shared.sync import SyncJob, SyncScope
 
@@ -66,6 +70,18 @@ async def setup(runtime: Runtime) -> None:
 
 
 SERVICE = ServiceDefinition(name="probe", default_port=0, setup=setup)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_process(environ: Mapping[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
+    """This service as a process of its own on a free port (metrics off), started but not yet
+    serving: its process and its address."""
+    port = free_port()
+    env = {**environ, "SYNCSUITE_GRPC_PORT": str(port), "SYNCSUITE_METRICS_PORT": "-1"}
+    process = ManagedProcess("probe", [sys.executable, "-m", "tests.shared.probe_service"], env,
+                             log_dir / "probe.log", cwd=ROOT).start()
+    return process, f"127.0.0.1:{port}"
 
 if __name__ == "__main__":
     main(SERVICE)

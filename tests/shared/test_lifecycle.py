@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from services.launch import child_stop_timeout
 from shared.backends import Backends
 from shared.config import ConfigError
 from shared.migrations import MigrationError, migration_lock_key
-from shared.processes import ManagedProcess, free_port, wait_for_health
+from shared.processes import wait_for_health
 from shared.scratch import scratch_database
 from shared.server import (
     Runtime,
@@ -28,7 +27,7 @@ from shared.server import (
     running_service,
     start_service,
 )
-from tests.conftest import ADMIN_TOKEN, DATA_KEY, JWT_SECRET, ROOT
+from tests.conftest import ADMIN_TOKEN, DATA_KEY, JWT_SECRET
 from tests.shared import probe_service
 from tests.waiting import wait_for
 
@@ -147,15 +146,10 @@ async def test_a_second_sigterm_while_stopping_ends_the_process_at_once(
 
 async def _stop_twice(environment: dict[str, str], tmp_path: Path) -> None:
     """Runs the probe service, stops it with an RPC in flight, and again while it drains."""
-    port = free_port()
-    env = {**environment, "SYNCSUITE_GRPC_PORT": str(port), "SYNCSUITE_METRICS_PORT": "-1"}
-    process = ManagedProcess(
-        "probe", [sys.executable, "-m", "tests.shared.probe_service"], env,
-        tmp_path / "probe.log", cwd=ROOT,
-    ).start()
+    process, address = probe_service.start_process(environment, tmp_path)
     try:
-        await asyncio.to_thread(wait_for_health, f"127.0.0.1:{port}", 30)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.to_thread(wait_for_health, address, 30)
+        async with grpc.aio.insecure_channel(address) as channel:
             stub = sync_pb2_grpc.SyncServiceStub(channel)
             # in flight for 30 s: the first SIGTERM's drain waits for it
             in_flight = asyncio.ensure_future(stub.Sync(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,9 +21,9 @@ from shared.auth import issue_user_token
 from shared.backends import EmbeddedPostgres
 from shared.config import ConfigError
 from shared.paging import encode_page_token
-from shared.processes import ManagedProcess, free_port, wait_for_health
+from shared.processes import wait_for_health
 from shared.server import ServiceDefinition, run_event_loop, running_service, start_service
-from tests.conftest import ADMIN_TOKEN, JWT_SECRET, ROOT
+from tests.conftest import ADMIN_TOKEN, JWT_SECRET
 from tests.shared import probe_service
 from tests.waiting import wait_for
 
@@ -236,15 +235,10 @@ async def test_unknown_job_is_not_found(probe: grpc.aio.Channel) -> None:
 def test_in_flight_rpc_completes_when_sigterm_arrives(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = {**service_env, "SYNCSUITE_GRPC_PORT": str(port), "SYNCSUITE_METRICS_PORT": "-1"}
-    process = ManagedProcess(
-        "probe", [sys.executable, "-m", "tests.shared.probe_service"], env,
-        tmp_path / "probe.log", cwd=ROOT,
-    ).start()
+    process, address = probe_service.start_process(service_env, tmp_path)
     try:
-        wait_for_health(f"127.0.0.1:{port}", timeout=30)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_for_health(address, timeout=30)
+        with grpc.insecure_channel(address) as channel:
             stub = sync_pb2_grpc.SyncServiceStub(channel)
             future = stub.Sync.future(sync_pb2.SyncRequest(scope="slow"), metadata=ADMIN,
                                       timeout=20)
