@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from services.suite import SUITE, SuiteMember
-from shared.config import seconds
+from shared.config import non_negative
 from shared.processes import ManagedProcess, ProcessExited, wait_for_health, wait_for_port
 from shared.server import longest_stop
 from shared.settings import DEFAULT_SHUTDOWN_GRACE
@@ -30,7 +30,7 @@ def child_stop_timeout(env: Mapping[str, str]) -> float:
     while it still records its interrupted sync jobs."""
     raw = env.get("SYNCSUITE_SHUTDOWN_GRACE") or str(DEFAULT_SHUTDOWN_GRACE)
     try:
-        grace = seconds(raw)
+        grace = non_negative(raw)
     except ValueError:  # the services refused it at start: none of them is running
         grace = DEFAULT_SHUTDOWN_GRACE
     return longest_stop(grace) + EXIT_MARGIN_SECONDS

@@ -33,9 +33,7 @@ __all__ = [
     "port",
     "positive",
     "positive_int",
-    "positive_seconds",
     "resolve_data_source",
-    "seconds",
 ]
 
 T = TypeVar("T")
@@ -153,15 +151,22 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def positive(raw: str) -> float:
+def _finite(raw: str) -> float:
     value = float(raw)
+    if not math.isfinite(value):  # nan and inf are no durations, rates or sizes
+        raise ValueError("must be a finite number")
+    return value
+
+
+def positive(raw: str) -> float:
+    value = _finite(raw)
     if value <= 0:
         raise ValueError("must be greater than 0")
     return value
 
 
 def non_negative(raw: str) -> float:
-    value = float(raw)
+    value = _finite(raw)
     if value < 0:
         raise ValueError("must not be negative")
     return value
@@ -179,21 +184,6 @@ def port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number, 0 to 65535")
-    return value
-
-
-def seconds(raw: str) -> float:
-    """A duration in seconds: finite (``nan`` and ``inf`` are not durations) and not negative."""
-    value = float(raw)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError("must be a finite number of seconds, 0 or more")
-    return value
-
-
-def positive_seconds(raw: str) -> float:
-    value = seconds(raw)
-    if value == 0:
-        raise ValueError("must be greater than 0")
     return value
 
 

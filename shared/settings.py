@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.config import Secret, env, one_of, port, positive_int, positive_seconds, seconds
+from shared.config import Secret, env, non_negative, one_of, port, positive, positive_int
 from shared.migrations import DEFAULT_LOCK_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
 from shared.sealing import Sealer, SealingError
 
@@ -99,17 +99,17 @@ class RuntimeSettings:
     )
     db_pool_size: int = env("SYNCSUITE_DB_POOL_SIZE", default=10, parse=positive_int)
     shutdown_grace_seconds: float = env(
-        "SYNCSUITE_SHUTDOWN_GRACE", default=DEFAULT_SHUTDOWN_GRACE, parse=seconds,
+        "SYNCSUITE_SHUTDOWN_GRACE", default=DEFAULT_SHUTDOWN_GRACE, parse=non_negative,
         help="seconds in-flight RPCs get after SIGTERM",
     )
     migration_lock_timeout_seconds: float = env(
         "SYNCSUITE_MIGRATION_LOCK_TIMEOUT", default=DEFAULT_LOCK_TIMEOUT_SECONDS,
-        parse=positive_seconds,
+        parse=positive,
         help="how long a replica waits while another one applies the migrations",
     )
     migration_timeout_seconds: float = env(
         "SYNCSUITE_MIGRATION_TIMEOUT", default=DEFAULT_STATEMENT_TIMEOUT_SECONDS,
-        parse=positive_seconds,
+        parse=positive,
         help="how long one migration file may run",
     )
     log_format: str = env(

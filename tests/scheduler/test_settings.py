@@ -23,6 +23,9 @@ def test_the_defaults_load() -> None:
         ("SCHEDULER_RUN_RETENTION_DAYS", "1.5", "invalid literal"),
         ("SCHEDULER_MISFIRE_GRACE_SECONDS", "-5", "must not be negative"),
         ("SCHEDULER_TARGET_WAIT_SECONDS", "-1", "must not be negative"),
+        # nan would pass the heartbeat < lease check (every comparison with nan is false)
+        ("SCHEDULER_HEARTBEAT_SECONDS", "nan", "must be a finite number"),
+        ("SCHEDULER_LEASE_SECONDS", "inf", "must be a finite number"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(

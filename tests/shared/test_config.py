@@ -18,9 +18,7 @@ from shared.config import (
     port,
     positive,
     positive_int,
-    positive_seconds,
     resolve_data_source,
-    seconds,
 )
 from shared.redaction import MASK, redact, redact_text
 from shared.settings import METRICS_OFF, RuntimeSettings
@@ -169,9 +167,12 @@ def test_new_parsers_refuse_what_is_not_a_port_or_a_duration() -> None:
     for raw in ("65536", "-1"):
         with pytest.raises(ValueError, match="0 to 65535"):
             port(raw)
-    assert seconds("0") == 0.0 and positive_seconds("0.5") == 0.5
-    for raw in ("nan", "inf", "-inf", "-1"):
-        with pytest.raises(ValueError, match="finite number of seconds"):
-            seconds(raw)
+    assert non_negative("0") == 0.0 and positive("0.5") == 0.5
+    for parse in (non_negative, positive):
+        for raw in ("nan", "inf", "-inf"):
+            with pytest.raises(ValueError, match="finite number"):
+                parse(raw)
+    with pytest.raises(ValueError, match="must not be negative"):
+        non_negative("-1")
     with pytest.raises(ValueError, match="greater than 0"):
-        positive_seconds("0")
+        positive("0")
