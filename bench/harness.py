@@ -218,6 +218,7 @@ async def _collect(
         raise ValueError("concurrency must be at least 1")
     # The callers' own full collections are not the server's latency: what this process holds
     # (sandboxes, seeded data, earlier samples) is moved out of the collector's sight first.
+    gc.collect()  # garbage frozen now would never be freed
     gc.freeze()
     samples = Samples()
     clock = time.perf_counter
