@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 __all__ = [
+    "MAX_PORT",
     "ConfigError",
     "Secret",
     "env",
@@ -179,11 +180,14 @@ def positive_int(raw: str) -> int:
     return value
 
 
+MAX_PORT = 65535
+
+
 def port(raw: str) -> int:
     """A TCP port to bind; 0 lets the system pick a free one."""
     value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number, 0 to 65535")
+    if not 0 <= value <= MAX_PORT:
+        raise ValueError(f"must be a port number, 0 to {MAX_PORT}")
     return value
 
 

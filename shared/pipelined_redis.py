@@ -150,9 +150,9 @@ class PipelinedRedis:
             try:
                 await asyncio.gather(*(self._send(command) for command in self._handshake))
             except ResponseError as error:
-                self._drop(ConnectionError(f"Redis refused the connection's set-up ({error})"))
-                raise ConnectionError(f"Redis refused the connection's set-up ({error})"
-                                      ) from None
+                refused = f"Redis refused the connection's set-up ({error})"
+                self._drop(ConnectionError(refused))
+                raise ConnectionError(refused) from None
 
     def _send(self, command: tuple[Arg, ...]) -> asyncio.Future[Any]:
         """Queues ``command`` on the open connection (a command queued with none would go out

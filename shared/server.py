@@ -36,7 +36,7 @@ from syncsuite.diagnostics.v1 import diagnostics_pb2, diagnostics_pb2_grpc
 from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.auth import Authenticator, current_principal
-from shared.config import ConfigError, load
+from shared.config import MAX_PORT, ConfigError, load
 from shared.db import create_pool
 from shared.interceptor import ServerInterceptor, access_map
 from shared.invalidation import InvalidationFeed
@@ -50,7 +50,6 @@ from shared.sync import SyncJobStore, SyncRegistry, SyncServicer
 from shared.tasks import BackgroundTasks
 
 __all__ = [
-    "STOP_TAIL_SECONDS",
     "RunningService",
     "Runtime",
     "ServiceDefinition",
@@ -67,7 +66,6 @@ T = TypeVar("T")
 SYNC_MIGRATIONS = Path(__file__).parent / "sync" / "migrations"
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 METRICS_PORT_OFFSET = 1000  # an unset SYNCSUITE_METRICS_PORT is the gRPC port + this
-MAX_PORT = 65535
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.config import Secret, env, non_negative, one_of, port, positive, positive_int
+from shared.config import (
+    MAX_PORT,
+    Secret,
+    env,
+    non_negative,
+    one_of,
+    port,
+    positive,
+    positive_int,
+)
 from shared.migrations import DEFAULT_LOCK_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
 from shared.sealing import Sealer, SealingError
 
@@ -61,7 +70,8 @@ def _metrics_port(raw: str) -> int:
     try:
         return port(raw)
     except ValueError:
-        raise ValueError(f"must be a port number, 0 to 65535, or {METRICS_OFF} (off)") from None
+        raise ValueError(
+            f"must be a port number, 0 to {MAX_PORT}, or {METRICS_OFF} (off)") from None
 
 
 @dataclass(frozen=True)

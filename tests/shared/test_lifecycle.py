@@ -28,21 +28,10 @@ from shared.server import (
     start_service,
 )
 from tests.conftest import ADMIN_TOKEN, DATA_KEY, JWT_SECRET
-from tests.shared import probe_service
+from tests.shared import no_connections, probe_service
 from tests.waiting import wait_for
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
-
-
-async def _no_connections(database_url: str, service: str) -> bool:
-    connection = await asyncpg.connect(database_url, timeout=10)
-    try:
-        return await connection.fetchval(
-            "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = $1",
-            f"syncsuite-{service}",
-        ) is True
-    finally:
-        await connection.close()
 
 
 async def _nothing_to_set_up(runtime: Runtime) -> None:
@@ -58,7 +47,7 @@ async def test_a_start_that_fails_after_the_pool_opened_closes_the_pool(
     definition = ServiceDefinition(name="bad_redis", default_port=0, setup=_nothing_to_set_up)
     with pytest.raises(ConfigError, match="REDIS_URL is invalid: Invalid value for 'db'"):
         await start_service(definition, {**service_env, "REDIS_URL": bad_database}, port=0)
-    await wait_for(lambda: _no_connections(database_url, definition.name), timeout=5,
+    await wait_for(lambda: no_connections(database_url, definition.name), timeout=5,
                    what="the failed start's connections closed")
 
 
@@ -75,7 +64,7 @@ async def test_a_replica_waiting_longer_than_its_migration_lock_timeout_does_not
             await asyncio.wait_for(start_service(definition, env, port=0), 30)
     finally:
         await migrating_replica.close()
-    await wait_for(lambda: _no_connections(database_url, definition.name), timeout=5,
+    await wait_for(lambda: no_connections(database_url, definition.name), timeout=5,
                    what="the failed start's connections closed")
 
 
@@ -86,7 +75,7 @@ async def test_a_default_metrics_port_past_the_last_port_is_a_configuration_erro
     definition = ServiceDefinition(name="high_port", default_port=0, setup=_nothing_to_set_up)
     with pytest.raises(ConfigError, match="SYNCSUITE_METRICS_PORT is unset"):
         await start_service(definition, {**env, "SYNCSUITE_GRPC_PORT": "65000"})
-    await wait_for(lambda: _no_connections(database_url, definition.name), timeout=5,
+    await wait_for(lambda: no_connections(database_url, definition.name), timeout=5,
                    what="the failed start's connections closed")
 
 
@@ -125,7 +114,7 @@ async def test_stop_ends_in_time_while_a_task_holds_a_connection_through_its_can
         await asyncio.wait_for(service.stop(grace=1.0), longest_stop(1.0) + 10)
         assert time.monotonic() - started < longest_stop(1.0) + 1.0
         # the held connection was terminated, not left to the task
-        await wait_for(lambda: _no_connections(database_url, definition.name), timeout=10,
+        await wait_for(lambda: no_connections(database_url, definition.name), timeout=10,
                        what="the service's connections closed")
     finally:
         for worker in workers:

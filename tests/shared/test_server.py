@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,7 +23,7 @@ from shared.paging import encode_page_token
 from shared.processes import wait_for_health
 from shared.server import ServiceDefinition, run_event_loop, running_service, start_service
 from tests.conftest import ADMIN_TOKEN, JWT_SECRET
-from tests.shared import probe_service
+from tests.shared import no_connections, probe_service
 from tests.waiting import wait_for
 
 
@@ -263,14 +262,7 @@ async def test_a_failing_setup_closes_what_start_opened(
     definition = ServiceDefinition(name="broken", default_port=0, setup=broken_setup)
     with pytest.raises(RuntimeError, match="setup went wrong"):
         await start_service(definition, {**service_env, "SYNCSUITE_METRICS_PORT": "0"}, port=0)
-    connection = await asyncpg.connect(database_url, timeout=10)
-    try:
-        left_open = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncsuite-broken'"
-        )
-    finally:
-        await connection.close()
-    assert left_open == 0
+    assert await no_connections(database_url, "broken")
 
 
 def test_services_run_on_uvloop_unless_asyncio_is_chosen(
