@@ -31,6 +31,8 @@ def decode_page_token(token: str, *, required: tuple[str, ...] = ()) -> dict[str
         position = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError):
         position = None
-    if not isinstance(position, dict) or any(key not in position for key in required):
+    if (not isinstance(position, dict) or any(key not in position for key in required)
+            # a NUL is in no text PostgreSQL stores, so in no token we hand out
+            or any(isinstance(value, str) and "\x00" in value for value in position.values())):
         raise InvalidArgument("page_token", "not a token from a previous response")
     return position

@@ -191,8 +191,7 @@ class PriceSync:
                     *(self._region(job, product_id, currency)
                       for currency in self.settings.regions)))
             except asyncio.CancelledError:
-                outcome.interrupted = True
-                op.ok = False
+                outcome.interrupted = True  # the operation records itself as failed
                 op.error = (f"stopped early: {products.stopped_by}"[:500] if products.stopped_by
                             else "not finished within the time budget")
                 raise
@@ -274,4 +273,3 @@ class PriceSync:
             "notReached": str(len(unreached)),
             "notReachedProducts": ",".join(unreached[:NOT_REACHED_LISTED]),
         }
-

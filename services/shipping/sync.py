@@ -40,7 +40,7 @@ from services.shipping.store import (
     IntegrationRow,
     ShippingStore,
 )
-from shared.sync import Operation, SyncJob
+from shared.sync import INTERRUPTED, Operation, SyncJob
 from shared.timestamps import utcnow
 from shared.upstream import UpstreamClient
 
@@ -53,7 +53,6 @@ T = TypeVar("T")
 Recheck = Callable[[BulkWriter, Operation], Awaitable[bool]]
 
 NO_ACTIVE_INTEGRATIONS = "no active integrations"
-INTERRUPTED = "interrupted: the service is shutting down"
 # Skus of unseen stock rows looked up per run before those rows are marked deleted (v2 allows
 # 200 requests a minute); the rest wait for the next run.
 RECHECKED_SKUS_PER_RUN = 100
@@ -179,12 +178,8 @@ class ShippingSync:
             async def step(name: str) -> None:
                 async with job.operation(f"{integration.name}/{name}") as op:
                     op.details["integration_id"] = str(integration.id)
-                    try:
-                        # built here, so that unusable credentials fail this operation only
-                        await steps[name](job, integration, lease.client(), op)
-                    except asyncio.CancelledError:  # recorded as failed, not as done
-                        op.ok, op.error = False, "cancelled before it finished"
-                        raise
+                    # built here, so that unusable credentials fail this operation only
+                    await steps[name](job, integration, lease.client(), op)
                 done = len(job.operations)
                 job.progress(min(1.0, done / total), f"{integration.name}/{name} done")
 

@@ -16,9 +16,12 @@ import structlog
 from shared.errors import SyncSuiteError
 from shared.redaction import redact_text
 
-__all__ = ["Counts", "Operation", "SyncJob"]
+__all__ = ["INTERRUPTED", "INTERRUPTED_STEP", "Counts", "Operation", "SyncJob"]
 
 log = structlog.get_logger("sync")
+
+INTERRUPTED = "interrupted: the service is shutting down"  # a job cancelled mid-run
+INTERRUPTED_STEP = "cancelled before it finished"  # an operation of such a job
 
 
 @dataclass
@@ -98,11 +101,17 @@ class SyncJob:
     @asynccontextmanager
     async def operation(self, name: str, *, isolate: bool = True) -> AsyncIterator[Operation]:
         """Times a step and records it. With ``isolate`` a failure is recorded, not raised, so
-        the job goes on; without it the failure is recorded and re-raised."""
+        the job goes on; without it the failure is recorded and re-raised. A step cancelled
+        (the service stopping, a time budget) is recorded as failed and the cancellation goes
+        on; an error the step set itself is kept."""
         op = Operation(name)
         started = time.perf_counter()
         try:
             yield op
+        except asyncio.CancelledError:
+            op.ok = False
+            op.error = op.error or INTERRUPTED_STEP
+            raise
         except Exception as error:
             op.ok = False
             op.error = describe_error(error)

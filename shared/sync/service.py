@@ -20,7 +20,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 from shared.errors import InvalidArgument, NotFound
 from shared.metrics import Metrics
 from shared.paging import decode_page_token, encode_page_token, page_size
-from shared.sync.job import SyncJob
+from shared.sync.job import INTERRUPTED, SyncJob
 from shared.sync.store import JobRecord, SyncJobStore
 from shared.timestamps import duration, timestamp
 
@@ -113,7 +113,7 @@ class SyncRegistry:
         try:
             await scope.run(job)
         except asyncio.CancelledError as cancelled:
-            error = RuntimeError("interrupted: the service is shutting down")
+            error = RuntimeError(INTERRUPTED)
             job.finish(error)
             await self._record_end(job, heartbeat)
             raise cancelled
