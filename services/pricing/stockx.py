@@ -202,10 +202,9 @@ class StockXTokens(RefreshingToken):
         self._default_lifetime = default_lifetime
         self._refused: UpstreamAuthError | None = None
         self._refused_until = 0.0
-        self._monotonic = clock  # our own reference: RefreshingToken's is its private state
 
     async def grant(self) -> AccessToken:
-        if self._refused is not None and self._monotonic() < self._refused_until:
+        if self._refused is not None and self._clock() < self._refused_until:
             raise self._refused
         connection = self._connection
         form = {
@@ -220,7 +219,7 @@ class StockXTokens(RefreshingToken):
         except UpstreamAuthError as error:
             self._refused = credentials_refused(
                 "client id, client secret or refresh token at the token endpoint", error)
-            self._refused_until = self._monotonic() + GRANT_REFUSAL_HOLD_SECONDS
+            self._refused_until = self._clock() + GRANT_REFUSAL_HOLD_SECONDS
             log.warning("stockx_grant_refused", status=error.status, code=error.code)
             raise self._refused from None
         try:

@@ -21,11 +21,13 @@ class FullRead:
     """What the pages of one read said about the listing's size."""
 
     def __init__(self) -> None:
-        self.pages = 0
-        self._totals: list[int | None] = []
+        self._totals: list[int | None] = []  # as each page reported it
+
+    @property
+    def pages(self) -> int:
+        return len(self._totals)
 
     def add(self, page: Page[Any]) -> None:
-        self.pages += 1
         self._totals.append(page.total)
 
     def why_incomplete(self, distinct: int) -> str | None:

@@ -168,7 +168,6 @@ class Page(Generic[T]):
     None when it did not say): what tells whether a paged read saw everything."""
 
     items: list[T]
-    number: int
     total: int | None
 
 
@@ -369,7 +368,7 @@ class ShipStationClient:
             if not isinstance(body, dict) or not isinstance(body.get("products"), list):
                 raise _shape_error(self.v1.name, "/products has no products array")
             products = [_product(item) for item in body["products"]]
-            yield Page(products, page, _reported(body, "total"))
+            yield Page(products, _reported(body, "total"))
             if (not _has_next(body, page, len(products), size)
                     or _reaches_before(products, modified_since)):
                 return
@@ -389,7 +388,7 @@ class ShipStationClient:
             if not isinstance(body, dict) or not isinstance(body.get(key), list):
                 raise _shape_error(self.v2.name, f"{path} has no {key} array")
             items = body[key]
-            yield Page([convert(item) for item in items], page, _reported(body, "total"))
+            yield Page([convert(item) for item in items], _reported(body, "total"))
             if not _has_next(body, page, len(items), size):
                 return
             page += 1

@@ -137,7 +137,7 @@ class ShippingSync:
         says how; the row then says so too)."""
         results = [op.as_dict() for op in job.operations]
         failed = [op.name for op in job.operations if not op.ok]
-        message = NO_ACTIVE_INTEGRATIONS if not integrations else (
+        message = NO_ACTIVE_INTEGRATIONS if not integrations and not ending else (
             f"{len(results) - len(failed)} of {len(results)} operations succeeded")
         if ending:
             message = f"{ending}; {message}"

@@ -8,8 +8,8 @@ from services.shipping.shipstation import Page
 
 def _read(*totals: int | None) -> FullRead:
     read = FullRead()
-    for number, total in enumerate(totals, start=1):
-        read.add(Page([], number, total))
+    for total in totals:
+        read.add(Page([], total))
     return read
 
 
