@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import RunRecord, SchedulerStore
 from shared.config import ConfigError, load
 from shared.errors import InvalidArgument
-from shared.paging import decode_page_token, encode_page_token, page_size
+from shared.paging import decode_time_id_token, encode_page_token, enum_filter, page_size
 from shared.server import Runtime, ServiceDefinition
 from shared.sync import SyncJob, SyncScope
 from shared.timestamps import duration, timestamp
@@ -70,24 +69,6 @@ def job_message(view: JobView) -> pb.Job:
     return message
 
 
-def _decode_token(token: str) -> tuple[datetime, str]:
-    position = decode_page_token(token, required=("scheduled", "id"))
-    try:
-        return datetime.fromisoformat(position["scheduled"]), str(uuid.UUID(str(position["id"])))
-    except (TypeError, ValueError):
-        raise InvalidArgument("page_token", "not a token from a previous response") from None
-
-
-def _run_status(value: int) -> str:
-    """The status ListRuns filters on, as stored in runs ('' for any)."""
-    if not value:
-        return ""
-    # proto3 enums are open: a client may send a number this server does not know.
-    if value not in pb.RunStatus.values():
-        raise InvalidArgument("status", f"unknown run status {value}")
-    return pb.RunStatus.Name(value).removeprefix("RUN_STATUS_")
-
-
 def _job_name(name: str) -> str:
     if not name:
         raise InvalidArgument("name", "is required (ListJobs lists the jobs)")
@@ -117,8 +98,9 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         size = page_size(request.page_size, default=50, maximum=200)
         if request.job:
             self._scheduler.job(request.job)
-        status = _run_status(request.status)
-        before = _decode_token(request.page_token) if request.page_token else None
+        status = enum_filter(pb.RunStatus, request.status, field="status", prefix="RUN_STATUS_")
+        before = (decode_time_id_token(request.page_token, "scheduled") if request.page_token
+                  else None)
         store = self._scheduler.store
         runs = await store.list(job=request.job, status=status, limit=size + 1, before=before)
         page, more = runs[:size], len(runs) > size

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -19,7 +17,7 @@ from syncsuite.sync.v1 import sync_pb2, sync_pb2_grpc
 
 from shared.errors import InvalidArgument, NotFound
 from shared.metrics import Metrics
-from shared.paging import decode_page_token, encode_page_token, page_size
+from shared.paging import decode_time_id_token, encode_page_token, enum_filter, page_size
 from shared.sync.job import INTERRUPTED, SyncJob
 from shared.sync.store import JobRecord, SyncJobStore
 from shared.timestamps import duration, timestamp
@@ -205,17 +203,6 @@ def _encode_token(record: JobRecord) -> str:
     return encode_page_token({"started": record.started_at.isoformat(), "id": record.id})
 
 
-def _decode_token(token: str) -> tuple[datetime, str]:
-    position = decode_page_token(token, required=("started", "id"))
-    try:
-        started = datetime.fromisoformat(position["started"])
-        if started.tzinfo is None:
-            raise ValueError("a token's time is in UTC")
-        return started, str(uuid.UUID(str(position["id"])))
-    except (TypeError, ValueError):
-        raise InvalidArgument("page_token", "not a token from a previous response") from None
-
-
 class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
     def __init__(self, registry: SyncRegistry, watch_poll_seconds: float = 1.0) -> None:
         self._registry = registry
@@ -270,12 +257,10 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
         size = page_size(request.page_size, default=20, maximum=100)
         if request.scope:
             self._registry.scope(request.scope)
-        status = ""
-        if request.status:
-            if request.status not in sync_pb2.SyncStatus.values():  # proto3 passes any number
-                raise InvalidArgument("status", f"unknown job status {request.status}")
-            status = sync_pb2.SyncStatus.Name(request.status).removeprefix("SYNC_STATUS_")
-        before = _decode_token(request.page_token) if request.page_token else None
+        status = enum_filter(sync_pb2.SyncStatus, request.status, field="status",
+                             prefix="SYNC_STATUS_")
+        before = (decode_time_id_token(request.page_token, "started") if request.page_token
+                  else None)
         records = await self._registry.store.list(
             scope=request.scope, status=status, limit=size + 1, before=before
         )
