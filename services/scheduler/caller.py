@@ -157,7 +157,7 @@ class SyncCaller:
                     return str(job.job_id)
             token = page.next_page_token
             # Newest first: once past the run's start, no older job can be the run's.
-            if not token or from_timestamp(page.jobs[-1].start_time) < oldest:
+            if not token or not page.jobs or from_timestamp(page.jobs[-1].start_time) < oldest:
                 return ""
         log.warning("target_job_lookup_gave_up", address=address, reason=reason,
                     pages=_LOOKUP_PAGES, note="calling Sync")

@@ -27,7 +27,7 @@ _RUN_COLUMNS = (
     " target_job_id, report, error"
 )
 _JOB_STATE_COLUMNS = (
-    "name, first_seen, last_due, paused, paused_at, enabled, cron, time_zone, schedule_since"
+    "name, first_seen, last_due, paused, paused_at, schedule_since"
 )
 FIRED = ("RUNNING", "SUCCEEDED", "PARTIAL", "FAILED")
 
@@ -39,10 +39,7 @@ class JobState:
     last_due: datetime | None
     paused: bool
     paused_at: datetime | None
-    # The schedule a replica last started the job with (None before it was recorded).
-    enabled: bool | None
-    cron: str | None
-    time_zone: str | None
+    # When the job's current schedule took effect (enabled again, cron or zone changed).
     schedule_since: datetime | None
 
     @property

@@ -15,7 +15,7 @@ import pytest
 from services.scheduler.caller import SyncCaller
 from services.scheduler.config import parse_jobs
 from services.scheduler.engine import Scheduler
-from services.scheduler.store import SchedulerStore
+from services.scheduler.store import Claim, ClaimResult, DueTime, JobSchedule, SchedulerStore
 from shared.config import Secret
 from shared.db import create_pool
 from shared.migrations import apply_migrations, discover
@@ -98,3 +98,19 @@ async def make_engine(scheduler_pool: asyncpg.Pool) -> AsyncIterator[Callable[..
 @pytest.fixture
 def paris_night() -> Iterator[ManualClock]:
     yield ManualClock(datetime(2025, 1, 10, 12, 0, tzinfo=UTC))
+
+
+async def claim_as_dead_replica(
+    pool: asyncpg.Pool, replica: str, job: str, due: datetime, target_address: str,
+    lease: timedelta,
+) -> ClaimResult:
+    """``replica`` registers ``job`` (every 5 minutes, scope ``quick`` of the probe at
+    ``target_address``) and claims its due time ``due``, then does nothing more, as a replica
+    that died would."""
+    dead = SchedulerStore(pool, replica)
+    await dead.ensure_jobs([JobSchedule(job, True, "*/5 * * * *", "UTC")],
+                           due - timedelta(minutes=3))
+    return await dead.claim(Claim(
+        job=job, missed=(), missed_reason="", latest=DueTime(due, due), trigger="schedule",
+        forbid_overlap=True, target="probe", target_address=target_address, scope="quick",
+        full=False, timeout=timedelta(minutes=5)), due, lease)

@@ -12,9 +12,8 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from services.scheduler.engine import Scheduler, SchedulerMetrics
-from services.scheduler.store import Claim, DueTime, JobSchedule, SchedulerStore
 from shared.processes import free_port
-from tests.scheduler.conftest import ManualClock, jobs_from
+from tests.scheduler.conftest import ManualClock, claim_as_dead_replica, jobs_from
 from tests.scheduler.target_jobs import due_reasons_of, sync_jobs_by_reason
 
 PARIS = "Europe/Paris"
@@ -219,13 +218,8 @@ async def test_a_claim_whose_replica_died_before_calling_is_taken_over(
     specs = jobs_from(_job(name, probe_address))
     due = datetime(2025, 1, 10, 9, 5, tzinfo=UTC)
     # A replica claims the 09:05 due time, then dies before calling the target.
-    dead = SchedulerStore(scheduler_pool, "dead-replica")
-    await dead.ensure_jobs([JobSchedule(name, True, "*/5 * * * *", "UTC")],
-                           due - timedelta(minutes=3))
-    claimed = await dead.claim(Claim(
-        job=name, missed=(), missed_reason="", latest=DueTime(due, due), trigger="schedule",
-        forbid_overlap=True, target="probe", target_address=probe_address, scope="quick",
-        full=False, timeout=timedelta(minutes=5)), due, timedelta(seconds=30))
+    claimed = await claim_as_dead_replica(scheduler_pool, "dead-replica", name, due,
+                                          probe_address, timedelta(seconds=30))
     assert claimed.run is not None
 
     clock = ManualClock(due + timedelta(seconds=10))

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from services.scheduler.engine import Scheduler
-from services.scheduler.store import Claim, DueTime, JobSchedule, SchedulerStore
-from tests.scheduler.conftest import ManualClock, jobs_from
+from services.scheduler.store import SchedulerStore
+from tests.scheduler.conftest import ManualClock, claim_as_dead_replica, jobs_from
 from tests.scheduler.target_jobs import due_reasons_of, start_sync, sync_jobs_by_reason
 
 LEASE = timedelta(seconds=30)
@@ -72,13 +72,8 @@ async def test_a_takeover_follows_the_job_a_previous_holder_started_without_stor
     due = datetime(2025, 1, 10, 9, 5, tzinfo=UTC)
     # A replica claims the 09:05 due time, the target accepts its Sync, and the replica dies
     # before storing the target's job id.
-    dead = SchedulerStore(scheduler_pool, "died-after-sync")
-    await dead.ensure_jobs([JobSchedule(name, True, "*/5 * * * *", "UTC")],
-                           due - timedelta(minutes=3))
-    claimed = await dead.claim(Claim(
-        job=name, missed=(), missed_reason="", latest=DueTime(due, due), trigger="schedule",
-        forbid_overlap=True, target="probe", target_address=probe_address, scope="quick",
-        full=False, timeout=timedelta(minutes=5)), due, LEASE)
+    claimed = await claim_as_dead_replica(scheduler_pool, "died-after-sync", name, due,
+                                          probe_address, LEASE)
     assert claimed.run is not None
     started = await start_sync(probe_address, "quick", claimed.run.reason)
 
