@@ -15,7 +15,7 @@ same way. NetSuite's ids are dense enough that this is about one page per range;
 holds more is cut again when its first page says so.
 
 A read also says whether its rows add up to the ``totalResults`` every range reported when it
-began (:attr:`KeysetRead.complete`). Keyset paging cannot miss a record, but a read that does
+began (:attr:`Fetched.complete`). Keyset paging cannot miss a record, but a read that does
 not add up saw records come and go (or NetSuite answer inconsistently): no record may be
 inferred deleted from it.
 """
@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IdRange", "KeysetRead", "Page", "read_range", "reported_total"]
+__all__ = ["Fetched", "IdRange", "Page", "read_range", "reported_total"]
 
 Page = dict[str, Any]  # a SuiteQL answer: items, hasMore, totalResults, ...
 
@@ -59,9 +59,13 @@ class IdRange:
 
 
 @dataclass(frozen=True)
-class KeysetRead:
+class Fetched:
+    """The rows of one fetch. ``complete``: they add up to the totals NetSuite reported as it
+    answered; otherwise records came or went meanwhile (or NetSuite answered inconsistently),
+    and a record missing from ``rows`` may still exist."""
+
     rows: list[Page]
-    complete: bool  # the rows add up to every total NetSuite reported
+    complete: bool
 
 
 def reported_total(page: Page) -> int | None:
@@ -76,7 +80,7 @@ def reported_total(page: Page) -> int | None:
 
 
 async def read_range(read_page: Callable[[IdRange], Awaitable[Page]], ids: IdRange,
-                     page_size: int, first: Page | None = None) -> KeysetRead:
+                     page_size: int, first: Page | None = None) -> Fetched:
     """Every row of ``ids`` in id order: its first page (``first`` when already read), then
     the rest of the range in concurrent sub-ranges, each read the same way."""
     page = first if first is not None else await read_page(ids)
@@ -87,7 +91,7 @@ async def read_range(read_page: Callable[[IdRange], Awaitable[Page]], ids: IdRan
     if page.get("hasMore") and items:
         reached = int(items[-1]["id"])
         if reached <= ids.after:  # the page did not move on: it cannot be read by id
-            return KeysetRead(rows, False)
+            return Fetched(rows, False)
         left = page_size if total is None else total - len(items)
         parts = max(1, -(-left // page_size))
         reads = await asyncio.gather(*(read_range(read_page, rest, page_size)
@@ -95,4 +99,4 @@ async def read_range(read_page: Callable[[IdRange], Awaitable[Page]], ids: IdRan
         for read in reads:
             rows.extend(read.rows)
             complete = complete and read.complete
-    return KeysetRead(rows, complete and len(rows) == total)
+    return Fetched(rows, complete and len(rows) == total)

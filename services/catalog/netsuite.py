@@ -27,7 +27,7 @@ import httpx
 import structlog
 from oauthlib import oauth1
 
-from services.catalog.keyset import IdRange, Page, read_range, reported_total
+from services.catalog.keyset import Fetched, IdRange, Page, read_range, reported_total
 from services.catalog.records import EntitySpec, netsuite_id
 from services.catalog.settings import NetSuiteCredentials, Upstream
 from shared.upstream import RetryPolicy, UpstreamClient, UpstreamError, create_http_client
@@ -96,16 +96,6 @@ class CallRecord:
     error: str = ""
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """The rows of one fetch. ``complete``: they add up to the totals NetSuite reported as it
-    answered; otherwise records came or went meanwhile (or NetSuite answered inconsistently),
-    and a record missing from ``rows`` may still exist."""
-
-    rows: list[dict[str, Any]]
-    complete: bool
-
-
 class NetSuiteClient:
     def __init__(
         self, upstream: Upstream, *, zone: ZoneInfo, page_size: int = 1000, concurrency: int = 4,
@@ -167,7 +157,7 @@ class NetSuiteClient:
         if not read.complete:
             log.warning("netsuite_fetch_incomplete", table=table, rows=len(read.rows),
                         reported=reported_total(first))
-        return Fetched(read.rows, read.complete)
+        return read
 
     async def _highest_id(self, table: str, where: str) -> int | None:
         """The highest id matching ``where``; None when there is none (or NetSuite's answer

@@ -89,12 +89,12 @@ class CatalogSync:
                                                         self._client.zone)
             op.counts.skipped = skipped
             op.details["fetch_s"] = f"{fetch_seconds:.3f}"
-            if (full and not fetched.complete) or (not full and present is None):
-                op.details["deletions"] = DELETIONS_SKIPPED
-            job.progress(start + (end - start) / 2, f"writing {len(incoming)} {spec.name}")
             # a complete full fetch is the whole valid data set: its index and snapshot are
             # made while PostgreSQL writes, and published once the write has committed
             whole = full and fetched.complete
+            if not (whole or present is not None):  # deletions known from neither
+                op.details["deletions"] = DELETIONS_SKIPPED
+            job.progress(start + (end - start) / 2, f"writing {len(incoming)} {spec.name}")
             preparing = None if job.dry_run or not whole else asyncio.create_task(
                 tiers.prepare([item.record for item in incoming if not item.error],
                               datetime.now(UTC), ticket))
